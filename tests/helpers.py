@@ -1,0 +1,42 @@
+"""Test helpers: factories and condition waits (never sleep as synchronisation)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from memberpulse.models.contract import Event
+from memberpulse.models.timeutil import parse_ts
+
+NOW_MS = parse_ts("2026-11-26T12:00:00Z")
+
+
+def make_event(**overrides: Any) -> Event:
+    """A valid purchase event; override any field."""
+    fields: dict[str, Any] = {
+        "event_id": "e-1",
+        "member_id": "M0000001",
+        "type": "purchase",
+        "item_id": "I00042",
+        "ts": NOW_MS - 60_000,
+        "category": "C07",
+        "price": 19.99,
+        "quantity": 2,
+        "session_id": "s-1",
+    }
+    return Event(**(fields | overrides))
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Return the first truthy value of `condition()`; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {what or condition}")
+        time.sleep(interval)

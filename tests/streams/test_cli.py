@@ -1,0 +1,178 @@
+"""The CLI: help everywhere, plain output without a TTY, exit codes, no torch in serving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import orjson
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from memberpulse.streams.cli import app
+from memberpulse.streams.settings import Settings
+
+RUNNER = CliRunner()
+
+
+def all_command_paths() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(command: object, prefix: list[str]) -> None:
+        # typer vendors click: duck-type groups instead of isinstance(click.Group)
+        for name, sub in getattr(command, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+def test_the_cli_has_the_documented_commands() -> None:
+    names = {" ".join(path) for path in all_command_paths()}
+    for expected in (
+        "stack up",
+        "stack down",
+        "stack status",
+        "simulate",
+        "demo",
+        "config show",
+        "bench decode",
+    ):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", all_command_paths(), ids=lambda p: " ".join(p) or "root")
+def test_help_on_every_command(path: list[str]) -> None:
+    result = RUNNER.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_never_shows_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMBERPULSE_REDIS_URL", "redis://:topsecret@127.0.0.1:1/0")
+    outputs = [RUNNER.invoke(app, [*path, "--help"]).output for path in all_command_paths()]
+    assert not any("topsecret" in output for output in outputs)
+
+
+def test_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEMBERPULSE_REDIS_URL", "redis://:topsecret@127.0.0.1:1/0")
+    monkeypatch.setenv("MEMBERPULSE_REDIS_PASSWORD", "alsosecret")
+    result = RUNNER.invoke(app, ["--home", str(tmp_path), "config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = orjson.loads(result.output)
+    assert shown["redis_url"] == "redis://:***@127.0.0.1:1/0"
+    assert shown["redis_password"] == "**********"
+    assert "topsecret" not in result.output
+    assert "alsosecret" not in result.output
+
+
+def test_set_overrides_a_setting(tmp_path: Path) -> None:
+    result = RUNNER.invoke(
+        app, ["--home", str(tmp_path), "--set", "input_partitions=12", "config", "show", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.output)["input_partitions"] == 12
+
+
+def test_bad_override_exits_non_zero(tmp_path: Path) -> None:
+    result = RUNNER.invoke(app, ["--home", str(tmp_path), "--set", "nonsense", "config", "show"])
+    assert result.exit_code != 0
+    assert "KEY=VALUE" in result.output
+
+
+def run_cli(
+    *args: str, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed `memberpulse` entry point, no TTY (stdout is a pipe)."""
+    exe = Path(sys.executable).parent / "memberpulse"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
+    full_env |= {"MEMBERPULSE_HOME": str(home)} | (env or {})
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=full_env, timeout=120, check=False
+    )
+
+
+def test_status_without_a_stack_exits_non_zero(tmp_path: Path) -> None:
+    result = run_cli("stack", "status", home=tmp_path)
+    assert result.returncode == 1
+    assert "no stack" in result.stdout
+
+
+@pytest.mark.integration
+def test_stack_commands_from_the_shell(tmp_path: Path) -> None:
+    up = run_cli("stack", "up", home=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "MEMBERPULSE_KAFKA_BOOTSTRAP=127.0.0.1:" in up.stdout
+        assert "\x1b[" not in up.stdout, "no terminal escapes without a TTY"
+        status = run_cli("stack", "status", home=tmp_path)
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("healthy") == 2
+        shown = orjson.loads(run_cli("config", "show", "--json", home=tmp_path).stdout)
+        assert shown["kafka_bootstrap"] in up.stdout, "commands find the running stack"
+    finally:
+        down = run_cli("stack", "down", home=tmp_path)
+    assert down.returncode == 0
+    assert "kafka" in down.stdout
+    assert "redis" in down.stdout
+    assert run_cli("stack", "status", home=tmp_path).returncode == 1
+
+
+def test_simulate_to_kafka_without_a_broker_fails_clearly(tmp_path: Path) -> None:
+    result = run_cli(
+        "simulate",
+        "--to-kafka",
+        "--members",
+        "5",
+        "--seconds",
+        "1",
+        home=tmp_path,
+        env={
+            "MEMBERPULSE_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+            "MEMBERPULSE_KAFKA_CONNECT_TIMEOUT_S": "1",
+        },
+    )
+    assert result.returncode == 1
+    assert "error: Kafka at 127.0.0.1:9 is unavailable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serving_imports_without_torch(tmp_path: Path) -> None:
+    """Serving code must run from a plain install (no `train` extra): torch made unimportable."""
+    script = textwrap.dedent(
+        """
+        import sys
+        for name in ("torch", "transformers"):
+            sys.modules[name] = None  # any import of them raises ImportError
+        import pkgutil, importlib
+        import memberpulse.streams as streams
+        for module in pkgutil.walk_packages(streams.__path__, "memberpulse.streams."):
+            importlib.import_module(module.name)
+        from typer.testing import CliRunner
+        from memberpulse.streams.cli import app
+        result = CliRunner().invoke(app, ["--help"])
+        assert result.exit_code == 0, result.output
+        for path in (["stack", "--help"], ["simulate", "--help"], ["demo", "--help"]):
+            assert CliRunner().invoke(app, path).exit_code == 0
+        print("ok", sorted(m for m in sys.modules if m.startswith("memberpulse")).__len__())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok ")
+
+
+def test_settings_are_plain_defaults_without_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("MEMBERPULSE_"):
+            monkeypatch.delenv(key)
+    assert Settings().kafka_profile == "local"
