@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -15,6 +15,10 @@ from memberpulse.models.contract import Event
 from memberpulse.models.timeutil import MS_PER_DAY, parse_ts, to_iso
 from memberpulse.streams.console import Reporter
 from memberpulse.streams.settings import Settings
+
+if TYPE_CHECKING:
+    from memberpulse.streams.simulate import Simulator
+    from memberpulse.streams.simulate.live import LiveSummary
 
 Members = Annotated[int, typer.Option(min=1, help="Number of simulated members.")]
 Seed = Annotated[int, typer.Option(help="Random seed (same seed, same members and events).")]
@@ -79,26 +83,36 @@ def _to_file(
     bad_fraction: float,
     end_ms: int | None,
 ) -> None:
-    from memberpulse.streams.simulate import DEFAULT_END, SimConfig, Simulator
-    from memberpulse.streams.simulate.files import write_events, write_truth
+    from memberpulse.streams.simulate import (
+        DEFAULT_END_MS,
+        SimConfig,
+        Simulator,
+        simulate_to_file,
+        write_events,
+        write_truth,
+    )
 
     config = SimConfig(
         members=members,
         days=days,
         seed=seed,
         purchase_only=purchase_only,
-        end_ms=end_ms if end_ms is not None else parse_ts(DEFAULT_END),
+        end_ms=DEFAULT_END_MS if end_ms is None else end_ms,
     )
-    simulator = Simulator(config)
     started = time.perf_counter()
-    events = _with_bad_rows(simulator.iter_events(), bad_fraction, seed)
-    written = write_events(path, events)
-    truth_path = write_truth(path, simulator.truth())
+    if bad_fraction > 0:
+        simulator = Simulator(config)
+        events = _with_bad_rows(simulator.iter_events(), bad_fraction, seed)
+        written = sum(write_events(path, events).values())
+        truth = write_truth(path, simulator.truth())
+    else:
+        summary = simulate_to_file(config, path)
+        written, truth = summary.events, summary.truth_path
     out.line(
         f"wrote {written:,} events of {members:,} members over {days} days ending "
         f"{to_iso(config.end_ms)} to {path} in {time.perf_counter() - started:.1f} s"
     )
-    out.line(f"ground truth: {truth_path}")
+    out.line(f"ground truth: {truth}")
 
 
 def _with_bad_rows(events: Iterator[Event], fraction: float, seed: int) -> Iterator[Event]:
@@ -122,9 +136,9 @@ def _to_kafka(
     rate: float,
     seconds: float,
     speed: float,
-) -> object:
+) -> LiveSummary:
     from memberpulse.streams.kafka import wait_for_broker
-    from memberpulse.streams.simulate.live import plan_live, produce_live
+    from memberpulse.streams.simulate.live import plan_live, primed, produce_live
 
     wait_for_broker(settings)
     plan = plan_live(seconds=seconds, speed=speed, rate=rate)
@@ -134,11 +148,12 @@ def _to_kafka(
         f"{to_iso(plan.sim_start_ms)} → {to_iso(plan.sim_end_ms)} ({speed:g}× real time), "
         f"at most {rate:g} events/s for {seconds:g} s"
     )
+    plan, events = primed(plan, simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms))
     with out.progress("events", total=None) as progress:
         summary = produce_live(
             settings,
             plan,
-            simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms),
+            events,
             bad_fraction=bad_fraction,
             seed=seed,
             progress=progress,
@@ -158,7 +173,7 @@ def _to_kafka(
 
 def _live_simulator(
     start_ms: int, end_ms: int, members: int, seed: int, purchase_only: bool
-) -> object:
+) -> Simulator:
     from memberpulse.streams.simulate import SimConfig, Simulator
 
     days = max(1, math.ceil((end_ms - start_ms) / MS_PER_DAY))

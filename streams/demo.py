@@ -53,11 +53,11 @@ def _describe(counts: FlowCounts, settings: Settings) -> str:
 def demo(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(min=1, help="How long to stream.")] = 20.0,
-    rate: Annotated[float, typer.Option(min=1, help="At most this many events/s.")] = 3000.0,
+    rate: Annotated[float, typer.Option(min=1, help="At most this many events/s.")] = 5000.0,
     speed: Annotated[
         float, typer.Option(min=1, help="Simulated seconds per wall second.")
-    ] = 30_240.0,
-    members: Annotated[int, typer.Option(min=1, help="Simulated members.")] = 5_000,
+    ] = 60_480.0,
+    members: Annotated[int, typer.Option(min=1, help="Simulated members.")] = 3_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     bad_fraction: Annotated[
         float, typer.Option(min=0, max=1, help="Fraction corrupted on purpose.")
@@ -67,7 +67,7 @@ def demo(
     """Run the local demo: stack up, simulated members streaming through it, stack down."""
     from memberpulse.streams.cli import CliState
     from memberpulse.streams.cli_simulate import _live_simulator
-    from memberpulse.streams.simulate.live import plan_live, produce_live
+    from memberpulse.streams.simulate.live import plan_live, primed, produce_live
 
     state = ctx.find_root().obj
     assert isinstance(state, CliState)
@@ -90,10 +90,11 @@ def demo(
         watcher = FlowWatcher(settings, since_ms=int(plan.wall_start_s * MS_PER_SECOND) - 1)
         watcher.start()
         simulator = _live_simulator(plan.sim_start_ms, plan.sim_end_ms, members, seed, False)
+        plan, events = primed(plan, simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms))
         summary = produce_live(
             settings,
             plan,
-            simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms),
+            events,
             bad_fraction=bad_fraction,
             seed=seed,
             progress=_FlowLines(out, watcher, settings),

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memberpulse.models.contract import ADD_TO_CART, BROWSE, CLICK, PURCHASE, SEARCH
+from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, parse_ts
 
 KafkaProfile = Literal["local", "production"]
@@ -102,6 +103,18 @@ class Settings(BaseSettings):
 
     # --- State -------------------------------------------------------------------
     state_ttl_days: int = Field(400, ge=1, description="idle horizon after which state expires")
+    state_sequence_length: int = Field(64, ge=1, le=1024, description="recent events kept (L)")
+    state_lateness_ms: int = Field(
+        3_600_000, ge=0, description="how far behind a member's latest event one may arrive"
+    )
+    state_session_gap_ms: int = Field(1_800_000, gt=0, description="gap that ends a session")
+    state_exclusion_days: int = Field(
+        30, ge=1, description="items bought within this many days are never recommended"
+    )
+    state_max_recent_purchases: int = Field(32, ge=1, le=1024)
+    state_idle_fetch_limit: int = Field(
+        256, ge=1, description="idle-due members fetched per partition and batch"
+    )
 
     # --- Decisions ---------------------------------------------------------------
     churn_alert_threshold: float = Field(0.7, gt=0, lt=1)
@@ -168,6 +181,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"unknown event type {event_type!r}; expected one of {sorted(by_type)}"
             ) from None
+
+    def state_spec(self) -> StateSpec:
+        """What the state keeps per member (shared with the reference fold)."""
+        return StateSpec(
+            sequence_length=self.state_sequence_length,
+            lateness_ms=self.state_lateness_ms,
+            session_gap_ms=self.state_session_gap_ms,
+            exclusion_days=self.state_exclusion_days,
+            max_recent_purchases=self.state_max_recent_purchases,
+        )
 
     @property
     def state_ttl_ms(self) -> int:

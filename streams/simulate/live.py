@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import chain
 
 import numpy as np
 from confluent_kafka import KafkaException, Producer
@@ -28,6 +29,9 @@ from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate.bad import corrupt
 
 
+_REPORT_EVERY_S = 1.0
+
+
 @dataclass(frozen=True)
 class LivePlan:
     """When a live run starts and ends on both clocks."""
@@ -36,11 +40,7 @@ class LivePlan:
     seconds: float
     speed: float
     rate: float
-
-    @property
-    def sim_end_ms(self) -> int:
-        """Simulated time at the end of the run: the wall-clock present then."""
-        return int((self.wall_start_s + self.seconds) * MS_PER_SECOND)
+    sim_end_ms: int  # simulated time at the end of the run: the wall-clock present then
 
     @property
     def sim_start_ms(self) -> int:
@@ -74,7 +74,21 @@ def plan_live(*, seconds: float, speed: float, rate: float, now_s: float | None 
     """A plan starting now; validates the arguments with clear messages."""
     if seconds <= 0 or speed <= 0 or rate <= 0:
         raise ValueError(f"seconds, speed and rate must be > 0, got {seconds}, {speed}, {rate}")
-    return LivePlan(time.time() if now_s is None else now_s, seconds, speed, rate)
+    start = time.time() if now_s is None else now_s
+    return LivePlan(start, seconds, speed, rate, int((start + seconds) * MS_PER_SECOND))
+
+
+def primed(plan: LivePlan, events: Iterable[Event]) -> tuple[LivePlan, Iterator[Event]]:
+    """Generate the first event now, then restart the wall clock of the plan.
+
+    Simulators build their members before yielding anything (seconds for thousands of
+    members); without this the stream would start with a burst of overdue events. The
+    simulated window stays as planned, so it ends that long before the present.
+    """
+    iterator = iter(events)
+    first = next(iterator, None)
+    restarted = replace(plan, wall_start_s=time.time())
+    return restarted, iterator if first is None else chain([first], iterator)
 
 
 def produce_live(
@@ -100,7 +114,7 @@ def produce_live(
             summary.failed += 1
 
     deadline = plan.wall_start_s + plan.seconds
-    reported = 0
+    reported, last_report = 0, plan.wall_start_s
     for event in events:
         not_before = max(plan.due_wall_s(event.ts), plan.wall_start_s + summary.sent / plan.rate)
         now = _wait_until(not_before, producer)
@@ -115,9 +129,9 @@ def produce_live(
         _produce(producer, topic, event.member_id.encode(), value, on_delivery)
         summary.per_topic[topic] += 1
         summary.sent += 1
-        if progress is not None and summary.sent - reported >= plan.rate:
+        if progress is not None and now - last_report >= _REPORT_EVERY_S:
             progress.advance(summary.sent - reported, f"lag {summary.max_lag_s:.2f}s")
-            reported = summary.sent
+            reported, last_report = summary.sent, now
     _flush(producer, settings)
     if progress is not None and summary.sent > reported:
         progress.advance(summary.sent - reported)

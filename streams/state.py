@@ -1,0 +1,393 @@
+"""Rolling member state in Redis: one round trip per micro-batch, idempotent, bounded.
+
+`apply` sends one pipeline: an `apply.lua` call per touched member (atomic per member),
+budget releases, and the idle-due fetch of each partition; `record` sends one pipeline:
+budget reservations, then a `record.lua` call per member and the idle-schedule updates.
+On a Cluster a pipeline is one call per node, and the idle fetch takes a second step.
+Re-sending a pipeline is always safe: each member's state records the highest offset it
+applied per source partition and ignores anything at or below it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import msgpack
+import orjson
+import redis
+from redis.cluster import RedisCluster
+
+from memberpulse.models.contract import Event
+from memberpulse.models.snapshot import (
+    TYPE_INDEX,
+    DecisionState,
+    MemberSnapshot,
+    day_of,
+    id_hash,
+    month_of,
+    to_cents,
+)
+from memberpulse.streams import keys
+from memberpulse.streams.errors import StateUnavailable
+from memberpulse.streams.redis_client import RedisClient, make_redis
+from memberpulse.streams.scripts import load_sources, register
+from memberpulse.streams.settings import Settings
+from memberpulse.streams.state_codec import (
+    NO_CATEGORY,
+    NO_PRICE,
+    snapshot_from_state,
+    unpack_state,
+)
+
+T = TypeVar("T")
+
+
+class SourcedEvent(NamedTuple):
+    """An event with the Kafka position it was read from (the key of idempotency)."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+class Reservation(NamedTuple):
+    """A budget reservation: idempotent per id, one ledger per budget and event-time day."""
+
+    id: str
+    budget: str
+    day: int
+    amount: int
+    limit: int
+
+
+class DecisionRecord(NamedTuple):
+    """What round trip 2 writes for one member."""
+
+    member_id: str
+    partition: int
+    state: DecisionState
+    outbox: Mapping[str, bytes]
+
+
+@dataclass
+class ApplyResult:
+    """What round trip 1 returns for a batch."""
+
+    snapshots: dict[str, MemberSnapshot] = field(default_factory=dict)
+    decision_states: dict[str, DecisionState] = field(default_factory=dict)
+    pending_outbox: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    idle_due: dict[str, MemberSnapshot] = field(default_factory=dict)
+    applied: int = 0
+    duplicates: int = 0
+    too_late: list[SourcedEvent] = field(default_factory=list)
+
+
+@dataclass
+class RecordResult:
+    """What round trip 2 returns: the outcome and ledger total of each reservation."""
+
+    granted: dict[str, bool] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Member state behind an interface, so the app can be tested against any store."""
+
+    def apply(
+        self,
+        events: Sequence[SourcedEvent],
+        now: int,
+        delivered: Mapping[str, Sequence[str]] = ...,
+        idle_partitions: Sequence[int] = ...,
+        releases: Sequence[Reservation] = ...,
+    ) -> ApplyResult:
+        """Round trip 1."""
+
+    def record(
+        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ...
+    ) -> RecordResult:
+        """Round trip 2."""
+
+
+def encode_decision(state: DecisionState) -> bytes:
+    """DecisionState as stored (JSON)."""
+    return orjson.dumps(state.__dict__)
+
+
+def decode_decision(blob: bytes | None) -> DecisionState:
+    """Stored bytes back to a DecisionState (defaults when nothing was stored)."""
+    return DecisionState() if blob is None else DecisionState(**orjson.loads(blob))
+
+
+class RedisState:
+    """The Redis implementation of `StateStore` (standalone Redis 6.2+/7 or Cluster)."""
+
+    def __init__(self, settings: Settings, client: RedisClient | None = None) -> None:
+        self._settings = settings
+        self._spec = settings.state_spec()
+        self._client = client or make_redis(settings)
+        self._cluster = isinstance(self._client, RedisCluster)
+        self._scripts = load_sources()
+        self._sha = {name: script.sha for name, script in self._scripts.items()}
+        self._prefix = settings.redis_key_prefix
+        self._ttl = settings.state_ttl_ms
+        self._sources = {name: index for index, name in enumerate(settings.input_topics)}
+        self.round_trips = 0
+        self._with_retries(lambda: register(self._client, self._scripts))
+
+    @property
+    def client(self) -> RedisClient:
+        """The underlying Redis client."""
+        return self._client
+
+    # --- round trip 1 -------------------------------------------------------------------
+
+    def apply(
+        self,
+        events: Sequence[SourcedEvent],
+        now: int,
+        delivered: Mapping[str, Sequence[str]] | None = None,
+        idle_partitions: Sequence[int] = (),
+        releases: Sequence[Reservation] = (),
+    ) -> ApplyResult:
+        """Apply a micro-batch; return snapshots, decision states, pending outbox, idle-due."""
+        delivered = delivered or {}
+        by_member: dict[str, list[SourcedEvent]] = {}
+        for item in events:
+            by_member.setdefault(item.event.member_id, []).append(item)
+        members = list(by_member)
+        members += [m for m in delivered if m not in by_member]
+
+        def build(pipe: Any) -> None:
+            for member in members:
+                args = self._apply_args(member, by_member.get(member, []), delivered.get(member))
+                pipe.evalsha(self._sha["apply"], 3, *keys.member_keys(self._prefix, member), args)
+            for reservation in releases:
+                self._budget_call(pipe, "release", reservation)
+            if not self._cluster:
+                for partition in idle_partitions:
+                    pipe.evalsha(
+                        self._sha["idle"],
+                        1,
+                        keys.idle_key(self._prefix, partition),
+                        now,
+                        self._settings.state_idle_fetch_limit,
+                        self._prefix,
+                    )
+
+        replies = self._pipeline(build)
+        result = ApplyResult()
+        for member, reply in zip(members, replies, strict=False):
+            self._collect(result, member, by_member.get(member, []), reply, now)
+        idle_replies = replies[len(members) + len(releases) :]
+        if self._cluster and idle_partitions:
+            idle_replies = self._idle_on_cluster(idle_partitions, now)
+        for reply in idle_replies:
+            self._collect_idle(result, reply, now)
+        return result
+
+    def _apply_args(
+        self, member: str, items: Sequence[SourcedEvent], delivered: Sequence[str] | None
+    ) -> bytes:
+        spec = self._spec
+        events = [
+            (
+                f"{self._sources.get(item.topic, item.topic)}:{item.partition}",
+                item.offset,
+                item.event.ts,
+                id_hash(item.event.event_id),
+                item.event.item_id,
+                TYPE_INDEX[item.event.type],
+                NO_PRICE if item.event.price is None else to_cents(item.event.price),
+                item.event.quantity,
+                item.event.category or NO_CATEGORY,
+                day_of(item.event.ts),
+                month_of(item.event.ts),
+            )
+            for item in items
+        ]
+        header = (
+            member,
+            self._ttl,
+            spec.sequence_length,
+            spec.lateness_ms,
+            spec.session_gap_ms,
+            spec.exclusion_days,
+            spec.max_recent_purchases,
+            list(delivered or ()),
+        )
+        packed: bytes = msgpack.packb((*header, events))
+        return packed
+
+    def _collect(
+        self, result: ApplyResult, member: str, items: Sequence[SourcedEvent], reply: Any, now: int
+    ) -> None:
+        blob, decision, pending, statuses = reply
+        if blob is None:
+            return
+        result.snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
+        result.decision_states[member] = decode_decision(decision)
+        if pending:
+            entries = iter(pending)
+            result.pending_outbox[member] = {
+                k.decode(): v for k, v in zip(entries, entries, strict=True)
+            }
+        for item, status in zip(items, statuses.decode(), strict=True):
+            if status == "a":
+                result.applied += 1
+            elif status == "l":
+                result.too_late.append(item)
+            else:
+                result.duplicates += 1
+
+    def _collect_idle(self, result: ApplyResult, reply: Any, now: int) -> None:
+        flat = iter(reply)
+        for _tag, blob, decision in zip(flat, flat, flat, strict=True):
+            if blob is None:
+                continue
+            state = unpack_state(blob)
+            member = state[1]
+            if member in result.snapshots:
+                continue  # touched in this batch: scored once, with its fresh snapshot
+            result.idle_due[member] = snapshot_from_state(state, now, self._spec)
+            result.decision_states[member] = decode_decision(decision)
+
+    def _idle_on_cluster(self, partitions: Sequence[int], now: int) -> list[list[Any]]:
+        limit = self._settings.state_idle_fetch_limit
+        tags_per_partition = self._pipeline(
+            lambda pipe: [
+                pipe.zrangebyscore(keys.idle_key(self._prefix, p), "-inf", now, 0, limit)
+                for p in partitions
+            ]
+        )
+        tags = [tag.decode() for group in tags_per_partition for tag in group]
+        if not tags:
+            return []
+
+        def fetch(pipe: Any) -> None:
+            for tag in tags:
+                base = f"{self._prefix}:{{{tag}}}:"
+                pipe.get(base + keys.STATE)
+                pipe.get(base + keys.DECISION)
+
+        values = self._pipeline(fetch)
+        flat: list[Any] = []
+        for index, tag in enumerate(tags):
+            flat += [tag, values[2 * index], values[2 * index + 1]]
+        return [flat]
+
+    def read(self, members: Iterable[str], now: int) -> dict[str, MemberSnapshot]:
+        """Snapshots of stored members as of `now` (members without state are left out)."""
+        members = list(members)
+        blobs = self._pipeline(
+            lambda pipe: [pipe.get(keys.member_keys(self._prefix, m)[0]) for m in members]
+        )
+        return {
+            member: snapshot_from_state(unpack_state(blob), now, self._spec)
+            for member, blob in zip(members, blobs, strict=True)
+            if blob is not None
+        }
+
+    # --- round trip 2 -------------------------------------------------------------------
+
+    def record(
+        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ()
+    ) -> RecordResult:
+        """Write decision states, outbox entries, idle schedule and reservations."""
+
+        def build(pipe: Any) -> None:
+            for reservation in reservations:
+                self._budget_call(pipe, "reserve", reservation)
+            for decision in decisions:
+                _state_key, decision_key, outbox_key = keys.member_keys(
+                    self._prefix, decision.member_id
+                )
+                flat = [part for pair in decision.outbox.items() for part in pair]
+                pipe.evalsha(
+                    self._sha["record"],
+                    2,
+                    decision_key,
+                    outbox_key,
+                    self._ttl,
+                    encode_decision(decision.state),
+                    *flat,
+                )
+                idle = keys.idle_key(self._prefix, decision.partition)
+                tag = keys.member_tag(decision.member_id)
+                if decision.state.next_idle_check is None:
+                    pipe.zrem(idle, tag)
+                else:
+                    pipe.zadd(idle, {tag: decision.state.next_idle_check})
+                    pipe.pexpire(idle, self._ttl)
+
+        replies = self._pipeline(build)
+        result = RecordResult()
+        for reservation, (granted, spent) in zip(reservations, replies, strict=False):
+            result.granted[reservation.id] = bool(granted)
+            result.spent[reservation.id] = int(spent)
+        return result
+
+    def _budget_call(self, pipe: Any, op: str, reservation: Reservation) -> None:
+        key = keys.budget_key(self._prefix, reservation.budget, reservation.day)
+        pipe.evalsha(
+            self._sha["budget"],
+            1,
+            key,
+            op,
+            reservation.id,
+            reservation.amount,
+            reservation.limit,
+            self._ttl,
+        )
+
+    # --- transport ------------------------------------------------------------------------
+
+    def _pipeline(self, build: Callable[[Any], object]) -> list[Any]:
+        """Run one pipeline (one round trip; one per node on a Cluster), with retries."""
+
+        def once() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            build(pipe)
+            if not len(pipe):
+                return []
+            self.round_trips += 1
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                register(self._client, self._scripts)  # restarted or flushed: load, re-send
+                self.round_trips += 1
+                pipe = self._client.pipeline(transaction=False)
+                build(pipe)
+                replies = pipe.execute(raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+            return replies
+
+        return self._with_retries(once)
+
+    def _with_retries(self, call: Callable[[], T]) -> T:
+        settings = self._settings
+        delay = settings.redis_retry_backoff_s
+        for attempt in range(1, settings.redis_retry_attempts + 1):
+            try:
+                return call()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if attempt == settings.redis_retry_attempts:
+                    raise StateUnavailable(
+                        f"Redis did not answer after {attempt} attempts: {exc}"
+                    ) from exc
+                time.sleep(delay)  # backoff between retries, not test synchronisation
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def events_by_member(events: Iterable[SourcedEvent]) -> dict[str, list[Event]]:
+    """Group the events of a batch by member, keeping their order."""
+    grouped: dict[str, list[Event]] = {}
+    for item in events:
+        grouped.setdefault(item.event.member_id, []).append(item.event)
+    return grouped

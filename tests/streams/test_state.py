@@ -1,0 +1,325 @@
+"""The Redis state layer against a real Redis: equal to the reference fold, idempotent,
+bounded, safe with hostile ids, one round trip per batch."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from memberpulse.models.contract import EVENT_TYPES, Event
+from memberpulse.models.fold import admit, fold
+from memberpulse.models.snapshot import DecisionState
+from memberpulse.models.timeutil import MS_PER_DAY
+from memberpulse.streams import keys
+from memberpulse.streams.errors import StateUnavailable
+from memberpulse.streams.settings import Settings
+from memberpulse.streams.state import DecisionRecord, RedisState, Reservation, SourcedEvent
+from tests.helpers import NOW_MS, make_event
+
+pytestmark = pytest.mark.integration
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def base(servers: Settings) -> Settings:
+    return servers.model_copy(update={"redis_key_prefix": f"t{uuid.uuid4().hex[:6]}"})
+
+
+def fresh(base: Settings, **changes: object) -> RedisState:
+    """A store with its own key prefix, so examples cannot see each other's keys."""
+    prefix = f"{base.redis_key_prefix}-{next(_prefixes)}"
+    return RedisState(base.model_copy(update={"redis_key_prefix": prefix, **changes}))
+
+
+def sourced(events: list[Event], settings: Settings, partition: int = 0) -> list[SourcedEvent]:
+    """Events as read from Kafka: offsets increase per topic in arrival order."""
+    offsets: dict[str, Iterator[int]] = {}
+    out = []
+    for event in events:
+        topic = settings.topic_for_type(event.type)
+        offset = next(offsets.setdefault(topic, itertools.count(100)))
+        out.append(SourcedEvent(event, topic, partition, offset))
+    return out
+
+
+# --- the property: Redis equals the reference fold ------------------------------------------
+
+GAPS_MS = st.one_of(
+    st.integers(0, 1_700_000),  # within a session (the gap that ends one is 30 min)
+    st.integers(1_800_001, 6 * 3_600_000),  # a new session the same day
+    st.integers(MS_PER_DAY // 2, 3 * MS_PER_DAY),  # day buckets fill up
+    st.integers(20 * MS_PER_DAY, 70 * MS_PER_DAY),  # a lull: windows and months roll
+)
+LATENESS_MS = Settings().state_lateness_ms
+
+
+@st.composite
+def member_streams(draw: st.DrawFn) -> tuple[list[Event], list[list[int]], int]:
+    """Events of 1–3 members in arrival order, a batch plan with redeliveries, and a `now`."""
+    members = draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=1, max_size=3, unique=True))
+    events: list[Event] = []
+    ts = NOW_MS - 400 * MS_PER_DAY
+    for index in range(draw(st.integers(1, 120))):
+        ts += draw(GAPS_MS)
+        events.append(
+            Event(
+                event_id=f"e{index}",
+                member_id=draw(st.sampled_from(members)),
+                type=draw(st.sampled_from(EVENT_TYPES)),
+                item_id=f"I{draw(st.integers(0, 12))}",
+                ts=ts,
+                category=draw(st.sampled_from([None, "C1", "C2"])),
+                price=draw(st.sampled_from([None, 0.0, 0.99, 19.99, 250.0])),
+                quantity=draw(st.integers(1, 3)),
+            )
+        )
+    # Out-of-order arrival: each event may be held back by up to the lateness bound, which
+    # puts it behind later events but never more than the bound behind the newest one.
+    delays = [draw(st.one_of(st.just(0), st.integers(0, LATENESS_MS))) for _ in range(len(events))]
+    arrival = [e for _, e in sorted(zip(delays, events, strict=True), key=lambda p: p[1].ts + p[0])]
+    # batches: random cut points; then a delivery plan where earlier batches are replayed
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(arrival) - 1)), max_size=10)))
+    bounds = [0, *cuts, len(arrival)]
+    batches = [list(range(a, b)) for a, b in itertools.pairwise(bounds) if b > a]
+    plan: list[list[int]] = []
+    for number, batch in enumerate(batches):
+        plan.append(batch)
+        if number and draw(st.booleans()):
+            plan.append(batches[draw(st.integers(0, number))])  # redelivery after a "crash"
+    later = draw(st.sampled_from([0, 1, MS_PER_DAY // 3, 9 * MS_PER_DAY, 45 * MS_PER_DAY]))
+    return arrival, plan, max(e.ts for e in arrival) + later
+
+
+@given(member_streams())
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_snapshot_from_redis_equals_fold_of_distinct_events(
+    base: Settings, case: tuple[list[Event], list[list[int]], int]
+) -> None:
+    arrival, plan, now = case
+    store = fresh(base)
+    delivery = sourced(arrival, base)
+    applied = duplicates = 0
+    for batch in plan:
+        result = store.apply([delivery[i] for i in batch], now)
+        applied += result.applied
+        duplicates += result.duplicates
+        assert result.too_late == []
+    distinct, late = admit(arrival, base.state_lateness_ms)
+    assert late == []
+    assert applied == len(distinct)
+    assert applied + duplicates == sum(len(batch) for batch in plan)
+    snapshots = store.read({e.member_id for e in arrival}, now)
+    for member, snapshot in snapshots.items():
+        mine = [e for e in distinct if e.member_id == member]
+        assert snapshot == fold(mine, now, base.state_spec())
+    assert set(snapshots) == {e.member_id for e in arrival}
+
+
+# --- idempotence, explicitly ------------------------------------------------------------------
+
+
+def test_apply_again_and_interleaved_changes_nothing(base: Settings) -> None:
+    store = fresh(base)
+    first = [make_event(event_id=f"a{i}", ts=NOW_MS - (50 - i) * 600_000) for i in range(20)]
+    second = [make_event(event_id=f"b{i}", ts=NOW_MS - (20 - i) * 60_000) for i in range(15)]
+    delivery = sourced(first + second, base)
+    once = store.apply(delivery[:20], NOW_MS)
+    again = store.apply(delivery[:20], NOW_MS)
+    assert (once.applied, again.applied, again.duplicates) == (20, 0, 20)
+    assert again.snapshots == once.snapshots
+    third = store.apply(delivery[10:20] + delivery[20:] + delivery[:5], NOW_MS)
+    assert (third.applied, third.duplicates) == (15, 15)
+    assert third.snapshots["M0000001"] == fold(first + second, NOW_MS, base.state_spec())
+
+
+def test_same_event_id_at_a_new_offset_is_a_duplicate(base: Settings) -> None:
+    store = fresh(base)
+    event = make_event()
+    store.apply([SourcedEvent(event, base.topic_purchases, 0, 1)], NOW_MS)
+    result = store.apply([SourcedEvent(event, base.topic_purchases, 0, 2)], NOW_MS)
+    assert (result.applied, result.duplicates) == (0, 1)
+    assert result.snapshots["M0000001"].total_purchases == 1
+
+
+def test_too_late_events_are_returned_and_change_nothing(base: Settings) -> None:
+    store = fresh(base)
+    recent = make_event(event_id="new", ts=NOW_MS)
+    late = make_event(event_id="old", ts=NOW_MS - base.state_lateness_ms - 1)
+    edge = make_event(event_id="edge", ts=NOW_MS - base.state_lateness_ms)
+    delivery = sourced([recent, late, edge], base)
+    result = store.apply(delivery, NOW_MS)
+    assert [item.event.event_id for item in result.too_late] == ["old"]
+    assert result.applied == 2
+    assert result.snapshots["M0000001"] == fold([recent, edge], NOW_MS, base.state_spec())
+
+
+def test_recent_sequence_is_bounded_and_ordered(base: Settings) -> None:
+    store = fresh(base, state_sequence_length=8)
+    events = [make_event(event_id=f"x{i}", ts=NOW_MS - i * 1000) for i in range(30)]
+    result = store.apply(sourced(events, base), NOW_MS)
+    sequence = result.snapshots["M0000001"].events
+    assert len(sequence) == 8
+    assert [e.ts for e in sequence] == sorted(e.ts for e in events)[-8:]
+
+
+# --- keys, TTLs, hostile ids ------------------------------------------------------------------
+
+
+def member_key_names(store: RedisState, member: str) -> list[bytes]:
+    tag = keys.member_tag(member)
+    return sorted(store.client.scan_iter(match=f"{base_prefix(store)}:{{{tag}}}:*"))
+
+
+def base_prefix(store: RedisState) -> str:
+    return store._prefix
+
+
+def record_for(member: str, partition: int = 0, next_check: int | None = NOW_MS) -> DecisionRecord:
+    return DecisionRecord(
+        member, partition, DecisionState(last_risk=0.4, next_idle_check=next_check),
+        {f"{member}:churn:1": b'{"risk":0.9}'},
+    )  # fmt: skip
+
+
+def test_every_key_has_a_ttl_and_one_hash_slot(base: Settings) -> None:
+    store = fresh(base)
+    store.apply(sourced([make_event()], base), NOW_MS)
+    store.record([record_for("M0000001")], [Reservation("r1", "coupons", 20000, 500, 10_000)])
+    names = list(store.client.scan_iter(match=f"{base_prefix(store)}:*"))
+    assert len(names) == 5  # state, decision, outbox, idle set, budget ledger
+    for name in names:
+        ttl = store.client.pttl(name)
+        assert 0 < ttl <= base.state_ttl_ms, name
+    member_keys = member_key_names(store, "M0000001")
+    assert len(member_keys) == 3
+    assert len({key_slot(name) for name in member_keys}) == 1
+
+
+HOSTILE_IDS = [
+    "a}b", "{", "}", "}x", "{x}", "a:b:s", "*", "mp:*", "M 1", "M\n1", "~plain", "A" * 65,
+    "ü" * 1024, "M0000001}:s", "",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("member", [m for m in HOSTILE_IDS if m])
+def test_hostile_member_ids_stay_in_their_key_space(base: Settings, member: str) -> None:
+    store = fresh(base)
+    plain = make_event(member_id="M0000001", event_id="p")
+    odd = make_event(member_id=member, event_id="o", price=5.0)
+    result = store.apply(sourced([plain, odd], base), NOW_MS)
+    assert result.snapshots[member].member_id == member
+    assert result.snapshots[member].total_spend_cents == 1000
+    assert result.snapshots["M0000001"].total_spend_cents == 3998
+    names = member_key_names(store, member)
+    assert len(names) == 1
+    assert len({key_slot(name) for name in names}) == 1
+    all_keys = list(store.client.scan_iter(match=f"{base_prefix(store)}:*"))
+    assert len(all_keys) == 2
+
+
+def test_distinct_hostile_ids_never_share_keys() -> None:
+    tags = {keys.member_tag(member) for member in HOSTILE_IDS if member}
+    assert len(tags) == len([m for m in HOSTILE_IDS if m])
+    for tag in tags:
+        assert "{" not in tag
+        assert "}" not in tag
+
+
+# --- round trip 2: decisions, outbox, idle checks, budgets -----------------------------------
+
+
+def test_record_then_apply_returns_decisions_pending_outbox_and_idle(base: Settings) -> None:
+    store = fresh(base)
+    store.apply(sourced([make_event()], base), NOW_MS)
+    store.record([record_for("M0000001", partition=2, next_check=NOW_MS + MS_PER_DAY)])
+    quiet = store.apply([], NOW_MS + 1000, idle_partitions=[2])
+    assert quiet.idle_due == {}
+    due = store.apply([], NOW_MS + MS_PER_DAY, idle_partitions=[2])
+    assert list(due.idle_due) == ["M0000001"]
+    assert due.decision_states["M0000001"].last_risk == 0.4
+    assert due.idle_due["M0000001"].now == NOW_MS + MS_PER_DAY
+    touched = store.apply(sourced([make_event(event_id="n")], base), NOW_MS + 5)
+    assert touched.pending_outbox == {"M0000001": {"M0000001:churn:1": b'{"risk":0.9}'}}
+    cleared = store.apply([], NOW_MS + 6, delivered={"M0000001": ["M0000001:churn:1"]})
+    assert cleared.pending_outbox == {}
+
+
+def test_budget_reservation_is_idempotent_and_never_exceeds_the_limit(base: Settings) -> None:
+    store = fresh(base)
+    asks = [Reservation(f"r{i}", "coupons", 20000, 400, 1000) for i in range(4)]
+    result = store.record([], asks)
+    assert [result.granted[r.id] for r in asks] == [True, True, False, False]
+    assert max(result.spent.values()) == 800
+    again = store.record([], asks)
+    assert again.granted == result.granted
+    store.apply([], NOW_MS, releases=[asks[0], asks[0]])
+    later = store.record([], [Reservation("r9", "coupons", 20000, 600, 1000)])
+    assert later.granted["r9"]
+    assert later.spent["r9"] == 1000
+
+
+# --- transport: one round trip, scripts reloaded, failures surfaced ---------------------------
+
+
+@pytest.mark.parametrize("size", [1, 64, 512])
+def test_apply_is_one_round_trip_whatever_the_batch_size(base: Settings, size: int) -> None:
+    store = fresh(base)
+    events = [make_event(event_id=f"r{i}", member_id=f"M{i % 97}") for i in range(size)]
+    before = store.round_trips
+    store.apply(sourced(events, base), NOW_MS, idle_partitions=[0, 1])
+    assert store.round_trips - before == 1
+
+
+def test_scripts_are_reloaded_after_a_flush(base: Settings) -> None:
+    store = fresh(base)
+    store.client.script_flush()
+    result = store.apply(sourced([make_event()], base), NOW_MS)
+    assert result.applied == 1
+
+
+def test_unreachable_redis_raises_after_bounded_retries(base: Settings) -> None:
+    settings = base.model_copy(
+        update={"redis_retry_attempts": 3, "redis_retry_backoff_s": 0.01, "redis_timeout_s": 0.2}
+    )
+    from pydantic import SecretStr
+
+    from memberpulse.streams.stack import free_port
+
+    dead = settings.model_copy(update={"redis_url": SecretStr(f"redis://127.0.0.1:{free_port()}")})
+    with pytest.raises(StateUnavailable, match="after 3 attempts"):
+        RedisState(dead)
+
+
+def test_a_member_key_holding_another_member_is_refused(base: Settings) -> None:
+    store = fresh(base)
+    store.apply(sourced([make_event(member_id="M1")], base), NOW_MS)
+    state_key = keys.member_keys(base_prefix(store), "M1")[0]
+    other = keys.member_keys(base_prefix(store), "M2")[0]
+    store.client.copy(state_key, other)
+    with pytest.raises(redis.ResponseError, match="another member"):
+        store.apply(sourced([make_event(member_id="M2", event_id="z")], base), NOW_MS)
+
+
+def test_late_event_rejoins_a_session_closed_by_the_batch_before(base: Settings) -> None:
+    """An interval stays open while an admissible event could still reach it (gap + lateness)."""
+    store = fresh(base)
+    gap, lateness = base.state_session_gap_ms, base.state_lateness_ms
+    start = NOW_MS - MS_PER_DAY
+    first = make_event(event_id="y", ts=start)
+    newest = make_event(event_id="w", ts=start + lateness + gap // 3)
+    late = make_event(event_id="z", ts=start + 2 * gap // 3)  # same session as y
+    delivery = sourced([first, newest, late], base)
+    store.apply(delivery[:2], NOW_MS)
+    result = store.apply(delivery[2:], NOW_MS)
+    assert result.applied == 1
+    expected = fold([first, newest, late], NOW_MS, base.state_spec())
+    assert expected.sessions.n == 2
+    assert result.snapshots["M0000001"] == expected
