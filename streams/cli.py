@@ -170,6 +170,59 @@ def bench_decode(
     )
 
 
+@bench_app.command("state")
+def bench_state(
+    ctx: typer.Context,
+    members: Annotated[int, typer.Option(min=1, help="Simulated members.")] = 5_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of simulated history.")] = 30,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Redis state: events applied/s and round trips per batch (1, 64, 512), bytes/member.
+
+    Uses the Redis of a running local stack, else MEMBERPULSE_REDIS_URL when set, else
+    starts a local redis-server under MEMBERPULSE_HOME for the run.
+    """
+    from memberpulse.streams import launcher
+    from memberpulse.streams.bench_state import bench_state as run
+
+    state = _state(ctx)
+    settings = state.settings()
+    started = None
+    if "redis_url" not in settings.model_fields_set and not _redis_up(settings):
+        base = load_settings(state.overrides)
+        started = launcher.up(base, components=["redis"])
+        settings = started.apply_to(settings)
+    try:
+        report = run(settings, members, days, seed)
+    finally:
+        if started is not None and not started.already_running:
+            launcher.down(load_settings(state.overrides))
+    if as_json:
+        print(orjson.dumps(report).decode())
+        return
+    out = Reporter()
+    out.line(f"redis {report['redis_version']}, {report['events']:,} simulated events")
+    for row in report["results"]:  # type: ignore[attr-defined]
+        out.line(
+            f"batch {row['batch_size']:>4}: {row['events_per_s']:>9,.0f} events/s, "
+            f"{row['round_trips_per_batch']:.2f} round trips per batch"
+        )
+    out.line(f"bytes per member (L={report['sequence_length']}, all fields): "
+             f"{report['bytes_per_member']:,.0f}")  # fmt: skip
+
+
+def _redis_up(settings: Settings) -> bool:
+    import redis
+
+    from memberpulse.streams.redis_client import make_redis
+
+    try:
+        return bool(make_redis(settings).ping())
+    except redis.RedisError:
+        return False
+
+
 def register_commands() -> None:
     """Attach the commands that live in their own modules."""
     from memberpulse.streams import cli_simulate

@@ -165,12 +165,15 @@ class RedisState:
         def build(pipe: Any) -> None:
             for member in members:
                 args = self._apply_args(member, by_member.get(member, []), delivered.get(member))
-                pipe.evalsha(self._sha["apply"], 3, *keys.member_keys(self._prefix, member), args)
+                pipe.execute_command(
+                    "EVALSHA", self._sha["apply"], 3, *keys.member_keys(self._prefix, member), args
+                )
             for reservation in releases:
                 self._budget_call(pipe, "release", reservation)
             if not self._cluster:
                 for partition in idle_partitions:
-                    pipe.evalsha(
+                    pipe.execute_command(
+                        "EVALSHA",
                         self._sha["idle"],
                         1,
                         keys.idle_key(self._prefix, partition),
@@ -307,7 +310,8 @@ class RedisState:
                     self._prefix, decision.member_id
                 )
                 flat = [part for pair in decision.outbox.items() for part in pair]
-                pipe.evalsha(
+                pipe.execute_command(
+                    "EVALSHA",
                     self._sha["record"],
                     2,
                     decision_key,
@@ -333,7 +337,8 @@ class RedisState:
 
     def _budget_call(self, pipe: Any, op: str, reservation: Reservation) -> None:
         key = keys.budget_key(self._prefix, reservation.budget, reservation.day)
-        pipe.evalsha(
+        pipe.execute_command(
+            "EVALSHA",
             self._sha["budget"],
             1,
             key,

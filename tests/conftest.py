@@ -61,3 +61,17 @@ def isolated(servers: Settings, tmp_path: Path) -> Settings:
     settings = servers.model_copy(update=update)
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def cluster_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings for a real local 3-node Redis Cluster (started once per session)."""
+    from tests.redis_cluster import redis_cluster
+
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    with redis_cluster(workdir) as ports:
+        yield Settings(
+            home=workdir / "home",
+            redis_url=f"redis://127.0.0.1:{ports[0]}/0",
+            redis_cluster=True,
+        )

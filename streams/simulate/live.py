@@ -28,7 +28,6 @@ from memberpulse.streams.kafka import make_producer
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate.bad import corrupt
 
-
 _REPORT_EVERY_S = 1.0
 
 

@@ -1,0 +1,157 @@
+"""`memberpulse bench state`: events applied per second, round trips, bytes per member."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
+from memberpulse.models.snapshot import DecisionState
+from memberpulse.models.timeutil import MS_PER_DAY
+from memberpulse.streams import keys
+from memberpulse.streams.settings import Settings
+from memberpulse.streams.state import DecisionRecord, RedisState, SourcedEvent
+
+BATCH_SIZES = (1, 64, 512)
+_PARTITIONS = 4
+_FULL_MEMBER_DAYS = 395  # 13 months of purchases, every window populated
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    """Throughput of `apply` at one batch size."""
+
+    batch_size: int
+    events: int
+    seconds: float
+    events_per_s: float
+    round_trips_per_batch: float
+
+
+def simulated_events(settings: Settings, members: int, days: int, seed: int) -> list[SourcedEvent]:
+    """Simulator events as a worker would read them (topic, partition, offset)."""
+    from memberpulse.streams.simulate import SimConfig, Simulator
+
+    offsets: dict[tuple[str, int], int] = {}
+    out = []
+    for event in Simulator(SimConfig(members=members, days=days, seed=seed)).iter_events():
+        topic = settings.topic_for_type(event.type)
+        partition = hash(event.member_id) % _PARTITIONS
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        out.append(SourcedEvent(event, topic, partition, offset))
+    return out
+
+
+def run_size(store: RedisState, events: Sequence[SourcedEvent], size: int) -> SizeResult:
+    """Apply `events` in batches of `size`, `now` = the batch's latest ts."""
+    before = store.round_trips
+    batches = 0
+    started = time.perf_counter()
+    for start in range(0, len(events), size):
+        batch = events[start : start + size]
+        store.apply(batch, max(item.event.ts for item in batch))
+        batches += 1
+    seconds = time.perf_counter() - started
+    return SizeResult(
+        size, len(events), seconds, len(events) / seconds, (store.round_trips - before) / batches
+    )
+
+
+def full_member_events(member: str, end_ms: int, spec_length: int) -> list[Event]:
+    """A member with every field of the state present: a full sequence, every window, 13
+    months of purchases, sessions and orders, recent purchases."""
+    events = []
+    step = _FULL_MEMBER_DAYS * MS_PER_DAY // (4 * spec_length)
+    for index in range(4 * spec_length):
+        kind = EVENT_TYPES[index % len(EVENT_TYPES)]
+        purchase = kind == PURCHASE
+        events.append(
+            Event(
+                event_id=f"{member}-{index}",
+                member_id=member,
+                type=kind,
+                item_id=f"I{(index * 37) % 5000:05d}",
+                ts=end_ms - (4 * spec_length - index) * step,
+                category=f"C{index % 40:02d}",
+                price=round(5 + (index % 17) * 3.75, 2) if purchase else None,
+                quantity=1 + index % 2 if purchase else 1,
+                session_id=f"{member}-s{index // 3}",
+            )
+        )
+    return events
+
+
+def bytes_per_member(settings: Settings, sample: int = 200) -> dict[str, float]:
+    """MEMORY USAGE of all keys of a full member (state + decision state), averaged."""
+    store = RedisState(settings)
+    end = int(time.time() * 1000)
+    members = [f"M{index:07d}" for index in range(sample)]
+    offset = 0
+    for member in members:
+        items = []
+        for event in full_member_events(member, end, settings.state_sequence_length):
+            items.append(SourcedEvent(event, settings.topic_for_type(event.type), 0, offset))
+            offset += 1
+        store.apply(items, end)
+    decision = DecisionState(
+        last_risk=0.42,
+        armed=True,
+        episodes={"churn": 3, "coupon": 1},
+        cooldown_until={"churn": end, "coupon": end},
+        recommendation_fingerprint="a1b2c3d4e5f6",
+        next_idle_check=end,
+    )
+    store.record([DecisionRecord(member, 0, decision, {}) for member in members])
+    state_bytes = decision_bytes = 0
+    for member in members:
+        state_key, decision_key, _outbox = keys.member_keys(settings.redis_key_prefix, member)
+        state_bytes += int(store.client.memory_usage(state_key, samples=0) or 0)
+        decision_bytes += int(store.client.memory_usage(decision_key, samples=0) or 0)
+    return {
+        "state": state_bytes / sample,
+        "decision_state": decision_bytes / sample,
+        "total": (state_bytes + decision_bytes) / sample,
+    }
+
+
+def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[str, object]:
+    """The whole benchmark; each run uses its own key prefix and cleans up after itself."""
+    events = simulated_events(settings, members, days, seed)
+    results = []
+    for size in BATCH_SIZES:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        scoped = settings.model_copy(update={"redis_key_prefix": prefix})
+        store = RedisState(scoped)
+        subset = events if size > 1 else events[: min(len(events), 20_000)]
+        results.append(asdict(run_size(store, subset, size)))
+        _drop(store, prefix)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    scoped = settings.model_copy(update={"redis_key_prefix": prefix})
+    memory = bytes_per_member(scoped)
+    probe = RedisState(scoped)
+    version = probe.client.info("server").get("redis_version")
+    _drop(probe, prefix)
+    return {
+        "results": results,
+        "bytes_per_member": memory["total"],
+        "bytes_per_member_detail": memory,
+        "sequence_length": settings.state_sequence_length,
+        "redis_version": version,
+        "events": len(events),
+        "members": members,
+        "days": days,
+    }
+
+
+def _drop(store: RedisState, prefix: str) -> None:
+    batch = []
+    for name in store.client.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(name)
+        if len(batch) == 1000:
+            store.client.delete(*batch)
+            batch = []
+    if batch:
+        store.client.delete(*batch)

@@ -1,0 +1,69 @@
+"""A real 3-node Redis Cluster on loopback for tests (same redis-server the stack uses)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+from memberpulse.streams import stack
+from memberpulse.streams.settings import Settings
+
+SLOTS = 16384
+
+
+@contextmanager
+def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Iterator[list[int]]:
+    """Start `nodes` cluster-enabled redis-servers, split the slots, join them; yield ports."""
+    binary = stack.find_redis_server(Settings(home=workdir))
+    records = []
+    try:
+        for index in range(nodes):
+            port = stack.free_port()
+            folder = workdir / f"node{index}"
+            folder.mkdir(parents=True)
+            command = [
+                str(binary), "--port", str(port), "--bind", stack.LOOPBACK,
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--dir", str(folder), "--save", "", "--appendonly", "no",
+            ]  # fmt: skip
+            records.append(stack.spawn(f"redis-{index}", command, port, folder / "redis.log"))
+        clients = [redis.Redis(port=r.port, socket_timeout=5) for r in records]
+        _wait(lambda: all(_pings(c) for c in clients), timeout, "nodes answer")
+        share = SLOTS // nodes
+        for index, client in enumerate(clients):
+            last = SLOTS if index == nodes - 1 else (index + 1) * share
+            client.execute_command("CLUSTER ADDSLOTS", *range(index * share, last))
+        for record in records[1:]:
+            clients[0].execute_command("CLUSTER MEET", stack.LOOPBACK, record.port)
+        _wait(lambda: all(_healthy(c, nodes) for c in clients), timeout, "cluster_state ok")
+        yield [r.port for r in records]
+    finally:
+        for record in records:
+            stack.stop(record, grace_s=2.0)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _healthy(client: redis.Redis, nodes: int) -> bool:
+    fields = client.cluster("INFO")  # redis-py parses it into a dict of strings
+    return bool(
+        fields.get("cluster_state") == "ok" and str(fields.get("cluster_known_nodes")) == str(nodes)
+    )
+
+
+def _wait(condition: object, timeout: float, what: str) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"redis cluster: {what} not reached within {timeout} s")
+        time.sleep(0.05)
