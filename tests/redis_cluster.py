@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from memberpulse.streams import stack
 from memberpulse.streams.settings import Settings
 
 SLOTS = 16384
+BUS_OFFSET = 10_000  # redis cluster's bus port is the client port + 10000
 
 
 @contextmanager
@@ -22,7 +25,7 @@ def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Itera
     records = []
     try:
         for index in range(nodes):
-            port = stack.free_port()
+            port = _cluster_port()
             folder = workdir / f"node{index}"
             folder.mkdir(parents=True)
             command = [
@@ -44,6 +47,25 @@ def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Itera
     finally:
         for record in records:
             stack.stop(record, grace_s=2.0)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free too and below 65536."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 30_000)
+        if _bindable(port) and _bindable(port + BUS_OFFSET):
+            return port
+    raise AssertionError("no free port pair for a redis cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((stack.LOOPBACK, port))
+        except OSError:
+            return False
+    return True
 
 
 def _pings(client: redis.Redis) -> bool:
