@@ -7,15 +7,17 @@ to make training features. `admit` applies the lateness rule the state layer app
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
 from memberpulse.models.snapshot import (
+    MAX_DAY_COUNT,
     MONTHS_KEPT,
     WINDOWS,
+    EventSequence,
     GapStats,
     MemberSnapshot,
-    RecentEvent,
     StateSpec,
     day_of,
     from_cents,
@@ -61,7 +63,7 @@ def fold(events: Sequence[Event], now: int, spec: StateSpec) -> MemberSnapshot:
     return MemberSnapshot(
         member_id=ordered[0].member_id,
         now=now,
-        events=tuple(_recent(e) for e in ordered[-spec.sequence_length :]),
+        events=_sequence(ordered[-spec.sequence_length :]),
         counts=_window_counts(ordered, now),
         last_ts=tuple(
             max((e.ts for e in ordered if e.type == name), default=None) for name in EVENT_TYPES
@@ -78,34 +80,40 @@ def fold(events: Sequence[Event], now: int, spec: StateSpec) -> MemberSnapshot:
     )
 
 
-def _recent(event: Event) -> RecentEvent:
-    return RecentEvent(
-        event.item_id,
-        event.type,
-        event.ts,
-        from_cents(to_cents(event.price)),
-        event.quantity,
-        event.category,
+def _sequence(events: Sequence[Event]) -> EventSequence:
+    return EventSequence(
+        items=tuple(e.item_id for e in events),
+        types=tuple(e.type for e in events),
+        ts=tuple(e.ts for e in events),
+        prices=tuple(from_cents(to_cents(e.price)) for e in events),
+        quantities=tuple(e.quantity for e in events),
+        categories=tuple(e.category for e in events),
     )
 
 
 def _window_counts(events: Sequence[Event], now: int) -> dict[str, tuple[int, ...]]:
     today = day_of(now)
+    per_day = Counter((day_of(e.ts), e.type) for e in events)
     counts = {}
     for name, (near, far) in WINDOWS.items():
-        inside = [e for e in events if today - far <= day_of(e.ts) <= today - near]
-        counts[name] = tuple(sum(e.type == t for e in inside) for t in EVENT_TYPES)
+        counts[name] = tuple(
+            sum(
+                min(count, MAX_DAY_COUNT)
+                for (day, kind), count in per_day.items()
+                if kind == name_type and today - far <= day <= today - near
+            )
+            for name_type in EVENT_TYPES
+        )
     return counts
 
 
-def _months(purchases: Sequence[Event], now: int, value: object) -> tuple[int, ...]:
-    assert callable(value)
+def _months(purchases: Sequence[Event], now: int, value: Callable[[Event], int]) -> tuple[int, ...]:
     this_month = month_of(now)
     buckets = [0] * MONTHS_KEPT
     for event in purchases:
         back = this_month - month_of(event.ts)
         if 0 <= back < MONTHS_KEPT:
-            buckets[MONTHS_KEPT - 1 - back] += int(value(event))
+            buckets[MONTHS_KEPT - 1 - back] += value(event)
     return tuple(buckets)
 
 

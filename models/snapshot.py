@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final, NamedTuple
 
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
@@ -36,9 +37,12 @@ WINDOWS: Final[dict[str, tuple[int, int]]] = {
 #: Oldest day offset any window reads: day buckets older than this are dropped.
 DAYS_KEPT: Final = max(end for _, end in WINDOWS.values()) + 1
 MONTHS_KEPT: Final = 13
+#: Events of one type one member can count on one day; beyond, the count saturates (the
+#: state stores day counts in 16 bits: a member beyond this is a bot, not a customer).
+MAX_DAY_COUNT: Final = 65_535
 TYPE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(EVENT_TYPES)}
 PURCHASE_INDEX: Final = TYPE_INDEX[PURCHASE]
-_ID_HASH_HEX: Final = 12  # 48 bits: exact in a Lua double, collisions ~1e-10 per pair
+_ID_HASH_BYTES: Final = 4  # a tie-break and dedup key; dedup also needs equal ts and item
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,20 @@ class StateSpec:
     max_recent_purchases: int = 32
 
 
-class RecentEvent(NamedTuple):
-    """One event of the recent sequence, as the encoder sees it (raw ids)."""
+class EventSequence(NamedTuple):
+    """The recent events, oldest first, column by column (raw ids), as the encoder reads
+    them: columns turn into arrays without a per-event object on the serving path.
+    """
 
-    item_id: str
-    type: str
-    ts: int
-    price: float | None
-    quantity: int
-    category: str | None
+    items: tuple[str, ...]
+    types: tuple[str, ...]
+    ts: tuple[int, ...]
+    prices: tuple[float | None, ...]
+    quantities: tuple[int, ...]
+    categories: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.ts)
 
 
 class GapStats(NamedTuple):
@@ -79,7 +88,7 @@ class MemberSnapshot:
 
     member_id: str
     now: int
-    events: tuple[RecentEvent, ...]
+    events: EventSequence
     counts: dict[str, tuple[int, ...]]  # window name → count per EVENT_TYPES
     last_ts: tuple[int | None, ...]  # per EVENT_TYPES: time of the latest such event
     month_purchases: tuple[int, ...]  # 13 months, oldest first, last = month of `now`
@@ -130,13 +139,24 @@ def day_of(ts_ms: int) -> int:
 
 def month_of(ts_ms: int) -> int:
     """UTC calendar month number of a timestamp (year × 12 + month − 1)."""
-    moment = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return month_of_day(ts_ms // MS_PER_DAY)
+
+
+@lru_cache(maxsize=4096)
+def month_of_day(day: int) -> int:
+    """UTC calendar month number of a day number (cached: the hot path asks per event)."""
+    moment = datetime.fromtimestamp(day * 86_400, tz=UTC)
     return moment.year * 12 + moment.month - 1
 
 
+def cents(price: float) -> int:
+    """A (non-negative) unit price in integer cents, rounded half up."""
+    return int(price * 100 + 0.5)
+
+
 def to_cents(price: float | None) -> int | None:
-    """A unit price in integer cents (half away from zero)."""
-    return None if price is None else int(price * 100 + 0.5)
+    """A unit price in integer cents, None kept."""
+    return None if price is None else cents(price)
 
 
 def from_cents(cents: int | None) -> float | None:
@@ -145,9 +165,9 @@ def from_cents(cents: int | None) -> float | None:
 
 
 def id_hash(event_id: str) -> int:
-    """A stable 48-bit hash of an event id: dedup and tie-break key in state."""
+    """A stable 32-bit hash of an event id: the tie-break of equal timestamps in state."""
     digest = hashlib.sha1(event_id.encode("utf-8", "surrogatepass"), usedforsecurity=False)
-    return int(digest.hexdigest()[:_ID_HASH_HEX], 16)
+    return int.from_bytes(digest.digest()[:_ID_HASH_BYTES], "big")
 
 
 def spend_cents(event: Event) -> int:

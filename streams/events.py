@@ -23,6 +23,9 @@ from memberpulse.streams.settings import Settings
 #: The widest range of epoch-ms that maps onto a calendar date (years 1..9999).
 _TS_MIN: Final = parse_ts("0001-01-01")
 _TS_MAX: Final = parse_ts("9999-12-31T23:59:59.999Z")
+#: What the state's fixed-width sequence records hold (unit price in cents as i32).
+MAX_QUANTITY: Final = 65_535
+MAX_PRICE: Final = (2**31 - 1) / 100
 #: Epoch *seconds* for 2001..2100 land here when read as milliseconds: a hint worth giving.
 _LOOKS_LIKE_SECONDS: Final = range(978_307_200, 4_102_444_800)
 
@@ -41,6 +44,7 @@ class Reason(StrEnum):
     ID_TOO_LONG = "id_too_long"
     UNKNOWN_TYPE = "unknown_type"
     NEGATIVE_VALUE = "negative_value"
+    OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     TS_TOO_OLD = "ts_too_old"
     TS_IN_FUTURE = "ts_in_future"
@@ -251,6 +255,8 @@ def _price(value: Any) -> float | None:
         raise _Invalid(Reason.NON_FINITE, f"'price' must be finite, got {value!r}")
     if price < 0:
         raise _Invalid(Reason.NEGATIVE_VALUE, f"'price' must be >= 0, got {value!r}")
+    if price > MAX_PRICE:
+        raise _Invalid(Reason.OUT_OF_RANGE, f"'price' must be <= {MAX_PRICE}, got {value!r}")
     return price
 
 
@@ -263,6 +269,8 @@ def _quantity(value: Any) -> int:
         )
     if value < 1:
         raise _Invalid(Reason.NEGATIVE_VALUE, f"'quantity' must be >= 1, got {value}")
+    if value > MAX_QUANTITY:
+        raise _Invalid(Reason.OUT_OF_RANGE, f"'quantity' must be <= {MAX_QUANTITY}, got {value}")
     return int(value)
 
 

@@ -25,11 +25,11 @@ from memberpulse.models.snapshot import (
     TYPE_INDEX,
     DecisionState,
     MemberSnapshot,
-    day_of,
+    cents,
     id_hash,
-    month_of,
-    to_cents,
+    month_of_day,
 )
+from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams import keys
 from memberpulse.streams.errors import StateUnavailable
 from memberpulse.streams.redis_client import RedisClient, make_redis
@@ -197,22 +197,25 @@ class RedisState:
         self, member: str, items: Sequence[SourcedEvent], delivered: Sequence[str] | None
     ) -> bytes:
         spec = self._spec
-        events = [
-            (
-                f"{self._sources.get(item.topic, item.topic)}:{item.partition}",
-                item.offset,
-                item.event.ts,
-                id_hash(item.event.event_id),
-                item.event.item_id,
-                TYPE_INDEX[item.event.type],
-                NO_PRICE if item.event.price is None else to_cents(item.event.price),
-                item.event.quantity,
-                item.event.category or NO_CATEGORY,
-                day_of(item.event.ts),
-                month_of(item.event.ts),
+        events = []
+        for event, topic, partition, offset in items:
+            day = event.ts // MS_PER_DAY
+            price = event.price
+            events.append(
+                (
+                    f"{self._sources.get(topic, topic)}:{partition}",
+                    offset,
+                    event.ts,
+                    id_hash(event.event_id),
+                    event.item_id,
+                    TYPE_INDEX[event.type],
+                    NO_PRICE if price is None else cents(price),
+                    event.quantity,
+                    event.category or NO_CATEGORY,
+                    day,
+                    month_of_day(day),
+                )
             )
-            for item in items
-        ]
         header = (
             member,
             self._ttl,
@@ -230,7 +233,7 @@ class RedisState:
         self, result: ApplyResult, member: str, items: Sequence[SourcedEvent], reply: Any, now: int
     ) -> None:
         blob, decision, pending, statuses = reply
-        if blob is None:
+        if not blob:  # nothing stored for the member (only outbox ids were confirmed)
             return
         result.snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
         result.decision_states[member] = decode_decision(decision)
@@ -250,7 +253,7 @@ class RedisState:
     def _collect_idle(self, result: ApplyResult, reply: Any, now: int) -> None:
         flat = iter(reply)
         for _tag, blob, decision in zip(flat, flat, flat, strict=True):
-            if blob is None:
+            if not blob:
                 continue
             state = unpack_state(blob)
             member = state[1]

@@ -1,22 +1,29 @@
 -- Apply one member's events of a micro-batch atomically (round trip 1).
 --
--- KEYS[1] state (msgpack), KEYS[2] decision state (opaque bytes), KEYS[3] outbox (hash)
--- ARGV[1] msgpack: {member, ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent,
---                   delivered_ids, events}
---   each event: {source, offset, ts, id_hash, item, type_index(0-based), cents(-1 = none),
---                quantity, category("" = none), day, month}
--- Returns {state_blob, decision_blob | false, pending {id, payload, ...}, statuses}
+-- KEYS[1] state, KEYS[2] decision state (opaque bytes), KEYS[3] outbox (hash)
+-- ARGV[1] msgpack {member, ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent,
+--                  delivered_ids, events}; each event is
+--   {source, offset, ts, id_hash32, item, type_index(0-based), cents(-1 = none),
+--    quantity, category("" = none), day, month}
+-- Returns {state_blob | false, decision_blob | false, pending {id, payload, ...}, statuses}
 --   statuses: one char per event: a = applied, o = duplicate by offset,
 --             i = duplicate by event id, l = too late
--- The stored layout and every rule here mirror models/fold.py; see streams/state.py.
+--
+-- Layout: streams/state_codec.py. Columns are binary strings and 0xFF-separated id lists
+-- (0xFF never occurs in UTF-8), so the stored msgpack array holds a few dozen values:
+-- packing and unpacking hundreds of Lua numbers and tables cost ~80 us of ~120 us per
+-- call in the first layouts. Every rule mirrors models/fold.py.
 
 local DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 60, 13, 5, 2
+local REC, REC_FMT = 17, '>I6I4BHi4'  -- ts, id hash, type, quantity, cents
+local DAY_REC, MONTH_REC = 12, 12      -- >H day + 5 x >H count; >H month >I4 n >I6 cents
+local MAX_COUNT = 65535                -- per member, day and type; the fold saturates too
+local SEP = '\255'
+local MS_PER_DAY = 86400000
 
 local args = cmsgpack.unpack(ARGV[1])
 local member, ttl, L, lateness, gap = args[1], args[2], args[3], args[4], args[5]
 local exclusion_days, max_recent = args[6], args[7]
-
-local function new_clusters() return {0, 0, 0, 0, {}} end
 
 local st
 local raw = redis.call('GET', KEYS[1])
@@ -25,169 +32,259 @@ if raw then
   if st[2] ~= member then
     return redis.error_reply('state key ' .. KEYS[1] .. ' holds another member')
   end
-  -- recent events are stored with delta-encoded timestamps
-  local ts = 0
-  for i = 1, #st[5] do ts = ts + st[5][i][1]; st[5][i][1] = ts end
 else
-  st = {1, member, false, false, {}, {}, {}, {0, 0, 0, 0, 0}, 0, 0,
-        new_clusters(), new_clusters(), {}, {}, 0, 0}
+  st = {3, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
+        {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0}
 end
 
-local function before(a_ts, a_h, b_ts, b_h)
-  return a_ts < b_ts or (a_ts == b_ts and a_h < b_h)
+-- 0xFF-separated lists ------------------------------------------------------------------
+local function split(list)
+  local out, from = {}, 1
+  while from <= #list do
+    local stop = string.find(list, SEP, from, true)
+    out[#out + 1] = string.sub(list, from, stop - 1)
+    from = stop + 1
+  end
+  return out
 end
 
-local function insert_recent(ev)
-  local list = st[5]
-  local pos = #list + 1
-  while pos > 1 and before(ev[1], ev[2], list[pos - 1][1], list[pos - 1][2]) do
+local function join(values)
+  if #values == 0 then return '' end
+  return table.concat(values, SEP) .. SEP
+end
+
+local function drop_first(list)
+  return string.sub(list, string.find(list, SEP, 1, true) + 1)
+end
+
+-- the recent sequence ---------------------------------------------------------------------
+local function count_seq() return #st[5] / REC end
+
+local function rec_ts_hash(i)  -- 1-based
+  local ts, h = struct.unpack('>I6I4', st[5], (i - 1) * REC + 1)
+  return ts, h
+end
+
+-- A duplicate carries the same id hash, ts and item as an event still in the sequence.
+local function seen(ts, h, item)
+  local needle = struct.pack('>I6I4', ts, h)
+  local from = 1
+  while true do
+    local at = string.find(st[5], needle, from, true)
+    if not at then return false end
+    if (at - 1) % REC == 0 and split(st[6])[(at - 1) / REC + 1] == item then return true end
+    from = at + 1
+  end
+end
+
+local function insert_event(ts, h, t, qty, cents, item, cat)
+  local n = count_seq()
+  local pos = n + 1  -- most events are the newest: scan back from the end
+  while pos > 1 do
+    local pts, ph = rec_ts_hash(pos - 1)
+    if pts < ts or (pts == ts and ph <= h) then break end
     pos = pos - 1
   end
-  table.insert(list, pos, ev)
-  if #list > L then table.remove(list, 1) end
+  local cut = (pos - 1) * REC
+  st[5] = string.sub(st[5], 1, cut) .. struct.pack(REC_FMT, ts, h, t, qty, cents)
+          .. string.sub(st[5], cut + 1)
+  if pos == n + 1 then
+    st[6] = st[6] .. item .. SEP
+    st[7] = st[7] .. cat .. SEP
+  else
+    local items, cats = split(st[6]), split(st[7])
+    table.insert(items, pos, item)
+    table.insert(cats, pos, cat)
+    st[6], st[7] = join(items), join(cats)
+  end
+  if n + 1 > L then
+    st[5] = string.sub(st[5], REC + 1)
+    st[6], st[7] = drop_first(st[6]), drop_first(st[7])
+  end
 end
 
-local function seen_id(h)
-  for _, ev in ipairs(st[5]) do if ev[2] == h then return true end end
-  return false
-end
-
+-- day buckets (binary, sorted by day) --------------------------------------------------------
 local function add_day(day, t)
-  local days = st[6]
-  local pos = #days
-  while pos >= 1 and days[pos][1] > day do pos = pos - 1 end
-  if pos >= 1 and days[pos][1] == day then
-    days[pos][t + 2] = days[pos][t + 2] + 1
-  else
-    local bucket = {day, 0, 0, 0, 0, 0}
-    bucket[t + 2] = 1
-    table.insert(days, pos + 1, bucket)
+  local days = st[8]
+  local i = #days / DAY_REC
+  while i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) > day do i = i - 1 end
+  if i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) == day then
+    local at = (i - 1) * DAY_REC + 3 + 2 * t
+    local count = math.min(struct.unpack('>H', days, at) + 1, MAX_COUNT)
+    st[8] = string.sub(days, 1, at - 1) .. struct.pack('>H', count) .. string.sub(days, at + 2)
+    return
   end
+  local counts = {0, 0, 0, 0, 0}
+  counts[t + 1] = 1
+  local record = struct.pack('>HHHHHH', day, counts[1], counts[2], counts[3], counts[4], counts[5])
+  st[8] = string.sub(days, 1, i * DAY_REC) .. record .. string.sub(days, i * DAY_REC + 1)
 end
 
-local function add_month(month, cents)
-  local months = st[7]
-  local pos = #months
-  while pos >= 1 and months[pos][1] > month do pos = pos - 1 end
-  if pos >= 1 and months[pos][1] == month then
-    months[pos][2] = months[pos][2] + 1
-    months[pos][3] = months[pos][3] + cents
-  else
-    table.insert(months, pos + 1, {month, 1, cents})
+-- month buckets (binary, sorted by month) ------------------------------------------------------
+local function add_month(month, spend)
+  local months = st[9]
+  local i = #months / MONTH_REC
+  while i >= 1 and struct.unpack('>H', months, (i - 1) * MONTH_REC + 1) > month do i = i - 1 end
+  local record
+  if i >= 1 and struct.unpack('>H', months, (i - 1) * MONTH_REC + 1) == month then
+    local _, n, cents = struct.unpack('>HI4I6', months, (i - 1) * MONTH_REC + 1)
+    record = struct.pack('>HI4I6', month, n + 1, cents + spend)
+    st[9] = string.sub(months, 1, (i - 1) * MONTH_REC) .. record
+            .. string.sub(months, i * MONTH_REC + 1)
+    return
   end
+  record = struct.pack('>HI4I6', month, 1, spend)
+  st[9] = string.sub(months, 1, i * MONTH_REC) .. record .. string.sub(months, i * MONTH_REC + 1)
 end
 
--- Single-linkage clusters of times with gaps <= gap: open intervals {s, e} sorted by s.
+-- Single-linkage clusters of times with gaps <= gap. Flat
+-- [closed n, closed first start, closed last start, closed previous start, s1, e1, ...]
 local function add_time(cl, ts)
-  local open = cl[5]
   local first, last = nil, nil
-  for i, iv in ipairs(open) do
-    if ts >= iv[1] - gap and ts <= iv[2] + gap then
+  for i = 5, #cl, 2 do
+    if ts >= cl[i] - gap and ts <= cl[i + 1] + gap then
       if not first then first = i end
       last = i
     end
   end
   if not first then
-    local pos = #open + 1
-    while pos > 1 and open[pos - 1][1] > ts do pos = pos - 1 end
-    table.insert(open, pos, {ts, ts})
+    local pos = #cl + 1
+    while pos > 5 and cl[pos - 2] > ts do pos = pos - 2 end
+    table.insert(cl, pos, ts)
+    table.insert(cl, pos, ts)
     return
   end
-  local s = math.min(open[first][1], ts)
-  local e = math.max(open[last][2], ts)
-  for _ = first + 1, last do table.remove(open, first + 1) end
-  open[first] = {s, e}
+  local s = math.min(cl[first], ts)
+  local e = math.max(cl[last + 1], ts)
+  for _ = first + 2, last, 2 do
+    table.remove(cl, first + 2)
+    table.remove(cl, first + 2)
+  end
+  cl[first], cl[first + 1] = s, e
 end
 
 -- Intervals no admissible event can reach any more move into the closed summary.
 local function close_clusters(cl, horizon)
-  local open = cl[5]
-  while #open > 0 and open[1][2] + gap < horizon do
-    local s = open[1][1]
+  while #cl >= 6 and cl[6] + gap < horizon do
+    local s = cl[5]
     if cl[1] == 0 then cl[2] = s end
     cl[4] = cl[3]
     cl[3] = s
     cl[1] = cl[1] + 1
-    table.remove(open, 1)
+    table.remove(cl, 5)
+    table.remove(cl, 5)
   end
+end
+
+-- recent purchases: items (0xFF list) + ts (u48 each), by (ts desc, item asc) -----------------
+local function read_recent()
+  local items, stamps = split(st[15]), {}
+  for i = 1, #items do stamps[i] = struct.unpack('>I6', st[16], (i - 1) * 6 + 1) end
+  return items, stamps
+end
+
+local function write_recent(items, stamps)
+  local packed = {}
+  for i = 1, #stamps do packed[i] = struct.pack('>I6', stamps[i]) end
+  st[15], st[16] = join(items), table.concat(packed)
 end
 
 local function add_recent_purchase(item, ts)
-  local list = st[13]
-  for i, entry in ipairs(list) do
-    if entry[1] == item then
-      if entry[2] >= ts then return end
-      table.remove(list, i)
+  local items, stamps = read_recent()
+  for i = 1, #items do
+    if items[i] == item then
+      if stamps[i] >= ts then return end
+      table.remove(items, i)
+      table.remove(stamps, i)
       break
     end
   end
-  local pos = #list + 1
-  while pos > 1 and (list[pos - 1][2] < ts or (list[pos - 1][2] == ts and list[pos - 1][1] > item)) do
+  local pos = #items + 1
+  while pos > 1 and (stamps[pos - 1] < ts or (stamps[pos - 1] == ts and items[pos - 1] > item)) do
     pos = pos - 1
   end
-  table.insert(list, pos, {item, ts})
-  while #list > max_recent do table.remove(list) end
+  table.insert(items, pos, item)
+  table.insert(stamps, pos, ts)
+  while #items > max_recent do
+    table.remove(items)
+    table.remove(stamps)
+  end
+  write_recent(items, stamps)
 end
 
+-- apply ---------------------------------------------------------------------------------------
 local statuses = {}
+local offsets = st[17]
 for _, e in ipairs(args[9]) do
-  local source, offset, ts, h = e[1], e[2], e[3], e[4]
-  local t, cents, qty, day, month = e[6], e[7], e[8], e[10], e[11]
-  local applied_offset = st[14][source]
+  local source, offset, ts, h, item = e[1], e[2], e[3], e[4], e[5]
+  local t, cents, qty, cat, day, month = e[6], e[7], e[8], e[9], e[10], e[11]
+  local applied_offset = offsets[source]
   local status = 'a'
   if applied_offset and offset <= applied_offset then
     status = 'o'
-  elseif seen_id(h) then
+  elseif seen(ts, h, item) then
     status = 'i'
-  elseif st[3] and ts < st[3] - lateness then
+  elseif st[3] > 0 and ts < st[3] - lateness then
     status = 'l'
   end
-  if status ~= 'o' then st[14][source] = offset end
+  if status ~= 'o' then offsets[source] = offset end
   if status == 'a' then
-    insert_recent({ts, h, e[5], t, cents, qty, e[9]})
+    insert_event(ts, h, t, qty, cents, item, cat)
     add_day(day, t)
-    if not st[3] or ts > st[3] then st[3] = ts end
-    if not st[4] or ts < st[4] then st[4] = ts end
-    if day > st[15] then st[15] = day end
-    if month > st[16] then st[16] = month end
-    if ts > st[8][t + 1] then st[8][t + 1] = ts end
-    add_time(st[11], ts)
+    if ts > st[3] then st[3] = ts end
+    if st[4] == 0 or ts < st[4] then st[4] = ts end
+    if day > st[18] then st[18] = day end
+    if month > st[19] then st[19] = month end
+    if ts > st[10][t + 1] then st[10][t + 1] = ts end
+    add_time(st[13], ts)
     if t == PURCHASE then
       local spend = 0
       if cents >= 0 then spend = cents * qty end
-      st[9] = st[9] + 1
-      st[10] = st[10] + spend
+      st[11] = st[11] + 1
+      st[12] = st[12] + spend
       add_month(month, spend)
-      add_time(st[12], ts)
-      add_recent_purchase(e[5], ts)
+      add_time(st[14], ts)
+      add_recent_purchase(item, ts)
     end
   end
   statuses[#statuses + 1] = status
 end
 
 -- Drop what no window can read any more (relative to the member's latest day / month).
-while #st[6] > 0 and st[6][1][1] <= st[15] - DAYS_KEPT do table.remove(st[6], 1) end
-while #st[7] > 0 and st[7][1][1] <= st[16] - MONTHS_KEPT do table.remove(st[7], 1) end
-local first_day = st[15] - exclusion_days + 1
-local kept = {}
-for _, entry in ipairs(st[13]) do
-  if math.floor(entry[2] / 86400000) >= first_day then kept[#kept + 1] = entry end
+local drop = 0
+while drop * DAY_REC < #st[8]
+      and struct.unpack('>H', st[8], drop * DAY_REC + 1) <= st[18] - DAYS_KEPT do
+  drop = drop + 1
 end
-st[13] = kept
-if st[3] then
-  close_clusters(st[11], st[3] - lateness)
-  close_clusters(st[12], st[3] - lateness)
+if drop > 0 then st[8] = string.sub(st[8], drop * DAY_REC + 1) end
+drop = 0
+while drop * MONTH_REC < #st[9]
+      and struct.unpack('>H', st[9], drop * MONTH_REC + 1) <= st[19] - MONTHS_KEPT do
+  drop = drop + 1
+end
+if drop > 0 then st[9] = string.sub(st[9], drop * MONTH_REC + 1) end
+if #st[16] > 0 then
+  local first_day = st[18] - exclusion_days + 1
+  local oldest = struct.unpack('>I6', st[16], #st[16] - 5)
+  if math.floor(oldest / MS_PER_DAY) < first_day then
+    local items, stamps = read_recent()
+    while #items > 0 and math.floor(stamps[#stamps] / MS_PER_DAY) < first_day do
+      table.remove(items)
+      table.remove(stamps)
+    end
+    write_recent(items, stamps)
+  end
+end
+if st[3] > 0 then
+  close_clusters(st[13], st[3] - lateness)
+  close_clusters(st[14], st[3] - lateness)
 end
 
--- Store with delta-encoded timestamps (smaller), return the same bytes.
-local previous = 0
-for i = 1, #st[5] do
-  local ts = st[5][i][1]
-  st[5][i][1] = ts - previous
-  previous = ts
+local blob = false
+if st[3] > 0 then  -- a member with no applied event gets no state key
+  blob = cmsgpack.pack(st)
+  redis.call('SET', KEYS[1], blob, 'PX', ttl)
 end
-local blob = cmsgpack.pack(st)
-redis.call('SET', KEYS[1], blob, 'PX', ttl)
 
 local delivered = args[8]
 if #delivered > 0 then redis.call('HDEL', KEYS[3], unpack(delivered)) end

@@ -167,7 +167,7 @@ def test_recent_sequence_is_bounded_and_ordered(base: Settings) -> None:
     result = store.apply(sourced(events, base), NOW_MS)
     sequence = result.snapshots["M0000001"].events
     assert len(sequence) == 8
-    assert [e.ts for e in sequence] == sorted(e.ts for e in events)[-8:]
+    assert list(sequence.ts) == sorted(e.ts for e in events)[-8:]
 
 
 # --- keys, TTLs, hostile ids ------------------------------------------------------------------
