@@ -137,6 +137,17 @@ class RedisState:
         self._ttl = settings.state_ttl_ms
         self._sources = {name: index for index, name in enumerate(settings.input_topics)}
         self.round_trips = 0
+        spec = self._spec
+        self._apply_common: bytes = msgpack.packb(
+            (
+                self._ttl,
+                spec.sequence_length,
+                spec.lateness_ms,
+                spec.session_gap_ms,
+                spec.exclusion_days,
+                spec.max_recent_purchases,
+            )
+        )
         self._with_retries(lambda: register(self._client, self._scripts))
 
     @property
@@ -162,11 +173,25 @@ class RedisState:
         members = list(by_member)
         members += [m for m in delivered if m not in by_member]
 
+        member_args = [
+            self._apply_args(member, by_member.get(member, []), delivered.get(member))
+            for member in members
+        ]
+        # Standalone: the whole batch in one script call. Cluster: one call per member (its
+        # keys pick the node); the pipeline still makes it one round trip per node.
+        indexes = list(range(len(members)))
+        groups = [[i] for i in indexes] if self._cluster else [indexes] if indexes else []
+
         def build(pipe: Any) -> None:
-            for member in members:
-                args = self._apply_args(member, by_member.get(member, []), delivered.get(member))
+            for group in groups:
+                member_keys = [k for i in group for k in keys.member_keys(self._prefix, members[i])]
                 pipe.execute_command(
-                    "EVALSHA", self._sha["apply"], 3, *keys.member_keys(self._prefix, member), args
+                    "EVALSHA",
+                    self._sha["apply"],
+                    len(member_keys),
+                    *member_keys,
+                    self._apply_common,
+                    *(member_args[i] for i in group),
                 )
             for reservation in releases:
                 self._budget_call(pipe, "release", reservation)
@@ -184,9 +209,10 @@ class RedisState:
 
         replies = self._pipeline(build)
         result = ApplyResult()
-        for member, reply in zip(members, replies, strict=False):
+        member_replies = [reply for group_reply in replies[: len(groups)] for reply in group_reply]
+        for member, reply in zip(members, member_replies, strict=True):
             self._collect(result, member, by_member.get(member, []), reply, now)
-        idle_replies = replies[len(members) + len(releases) :]
+        idle_replies = replies[len(groups) + len(releases) :]
         if self._cluster and idle_partitions:
             idle_replies = self._idle_on_cluster(idle_partitions, now)
         for reply in idle_replies:
@@ -196,7 +222,6 @@ class RedisState:
     def _apply_args(
         self, member: str, items: Sequence[SourcedEvent], delivered: Sequence[str] | None
     ) -> bytes:
-        spec = self._spec
         events = []
         for event, topic, partition, offset in items:
             day = event.ts // MS_PER_DAY
@@ -216,17 +241,7 @@ class RedisState:
                     month_of_day(day),
                 )
             )
-        header = (
-            member,
-            self._ttl,
-            spec.sequence_length,
-            spec.lateness_ms,
-            spec.session_gap_ms,
-            spec.exclusion_days,
-            spec.max_recent_purchases,
-            list(delivered or ()),
-        )
-        packed: bytes = msgpack.packb((*header, events))
+        packed: bytes = msgpack.packb((member, list(delivered or ()), events))
         return packed
 
     def _collect(

@@ -2,8 +2,8 @@
 
 Stored per member as one msgpack array (positions 1-based, as in Lua):
  1 layout version (3)   2 member_id   3 latest ts   4 first ts
- 5 recent sequence numbers, binary, 17 bytes per event, oldest first by (ts, id hash):
-   ts u48, id hash u32, type u8, quantity u16, unit price in cents i32 (-1: none)
+ 5 recent sequence numbers, binary, 19 bytes per event, oldest first by (ts, id hash):
+   ts u64, id hash u32, type u8, quantity u16, unit price in cents i32 (-1: none)
  6 recent sequence items, each followed by 0xFF (a byte UTF-8 never contains)
  7 recent sequence categories, the same ("" = none)
  8 day buckets, binary, 12 bytes each, by day: day u16, count per type 5 × u16 (saturating)
@@ -21,12 +21,12 @@ pure function of (layout, now, spec), with the same windows as models/fold.py.
 
 from __future__ import annotations
 
-import itertools
 import struct
+from bisect import bisect_left, bisect_right
+from functools import lru_cache
 from typing import Any, Final
 
 import msgpack
-import numpy as np
 
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.snapshot import (
@@ -44,34 +44,23 @@ from memberpulse.streams.errors import StateUnavailable
 LAYOUT_VERSION: Final = 3
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
-_RECORD_DTYPE: Final = np.dtype(
-    [("ts_high", ">u2"), ("ts_low", ">u4"), ("hash", ">u4"), ("type", "u1"),
-     ("quantity", ">u2"), ("cents", ">i4")]
-)  # fmt: skip
+_RECORD_FORMAT: Final = "QxxxxBHi"  # ts, (id hash skipped), type, quantity, cents: 4 values
+_RECORD_SIZE: Final = 19
+_DAY_SIZE: Final = 2 * (len(EVENT_TYPES) + 1)
 _MONTH: Final = struct.Struct(">HIHI")  # month, purchases, cents high 16 bits, cents low 32
 _STAMP: Final = struct.Struct(">HI")
-_SEP: Final = "\udcff"  # byte 0xFF as surrogateescape decodes it
+_SEP: Final = b"\xff"  # ends each id in a list column; never part of UTF-8 text
 _NTYPES: Final = len(EVENT_TYPES)
-#: Band edges in days back from `now`: every window is a union of consecutive bands.
-_BAND_EDGES: Final = np.array(
-    sorted({near for near, _ in WINDOWS.values()} | {far + 1 for _, far in WINDOWS.values()})
-)
-_WINDOW_BANDS: Final = np.array(
-    [
-        [int(near <= start and end <= far + 1) for start, end in itertools.pairwise(_BAND_EDGES)]
-        + [0]
-        for near, far in WINDOWS.values()
-    ]
-)
 
 
 def unpack_state(blob: bytes) -> list[Any]:
     """The stored msgpack array, checked for its layout version."""
-    # The sequence is binary inside a msgpack str (Redis 6.2's cmsgpack has no bin type):
-    # surrogateescape keeps those bytes recoverable while ids decode as text.
-    state = msgpack.unpackb(blob, raw=False, unicode_errors="surrogateescape")
+    # Binary columns travel as msgpack str (Redis 6.2's cmsgpack has no bin type), so
+    # everything is read as bytes and only the text fields are decoded.
+    state = msgpack.unpackb(blob, raw=True)
     if not isinstance(state, list) or not state or state[0] != LAYOUT_VERSION:
         raise StateUnavailable(f"unknown member state layout: {str(state)[:80]}")
+    state[1] = state[1].decode()
     return state
 
 
@@ -79,19 +68,19 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     """The snapshot of a stored member state as of `now`."""
     today = day_of(now)
     first_purchase_day = today - spec.exclusion_days + 1
-    stamps = [(hi << 32) | lo for hi, lo in _STAMP.iter_unpack(_raw(state[15]))]
+    stamps = [(hi << 32) | lo for hi, lo in _STAMP.iter_unpack(state[15])]
     recent_purchases = tuple(
         item
         for item, ts in zip(_split(state[14]), stamps, strict=True)
         if day_of(ts) >= first_purchase_day
     )[: spec.max_recent_purchases]
-    month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(_raw(state[8]))]
+    month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(state[8])]
     this_month = month_of(now)
     return MemberSnapshot(
         member_id=state[1],
         now=now,
         events=_sequence(state[4], state[5], state[6]),
-        counts=_window_counts(_raw(state[7]), today),
+        counts=_window_counts(state[7], today),
         last_ts=tuple(ts or None for ts in state[9]),
         month_purchases=_months(month_rows, this_month, 1),
         month_spend_cents=_months(month_rows, this_month, 2),
@@ -105,36 +94,45 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     )
 
 
-def _raw(column: str) -> bytes:
-    return column.encode("utf-8", "surrogateescape")
+def _split(column: bytes) -> list[str]:
+    return [value.decode() for value in column.split(_SEP)[:-1]]
 
 
-def _split(column: str) -> list[str]:
-    return column.split(_SEP)[:-1]
-
-
-def _sequence(numbers: str, items: str, categories: str) -> EventSequence:
-    records = np.frombuffer(_raw(numbers), dtype=_RECORD_DTYPE)
-    ts = (records["ts_high"].astype(np.int64) << 32) | records["ts_low"]
+def _sequence(numbers: bytes, items: bytes, categories: bytes) -> EventSequence:
+    flat = _records(len(numbers) // _RECORD_SIZE).unpack(numbers)
+    # One C-level unpack of all records, then strided slices: per-record Python work is
+    # what made this the slowest part of a snapshot (measured in BENCHMARKS.md).
     return EventSequence(
         items=tuple(_split(items)),
-        types=tuple([EVENT_TYPES[kind] for kind in records["type"].tolist()]),
-        ts=tuple(ts.tolist()),
-        prices=tuple([None if c == NO_PRICE else c / 100 for c in records["cents"].tolist()]),
-        quantities=tuple(records["quantity"].tolist()),
+        types=tuple(map(EVENT_TYPES.__getitem__, flat[1::4])),
+        ts=flat[0::4],
+        prices=tuple([None if c == NO_PRICE else c / 100 for c in flat[3::4]]),
+        quantities=flat[2::4],
         categories=tuple([c or None for c in _split(categories)]),
     )
 
 
+@lru_cache(maxsize=1024)
+def _records(count: int) -> struct.Struct:
+    return struct.Struct(">" + _RECORD_FORMAT * count)
+
+
+@lru_cache(maxsize=64)
+def _day_records(count: int) -> struct.Struct:
+    return struct.Struct(">" + "H" * (_NTYPES + 1) * count)
+
+
 def _window_counts(days: bytes, today: int) -> dict[str, tuple[int, ...]]:
-    table = np.frombuffer(days, dtype=">u2").reshape(-1, _NTYPES + 1).astype(np.int64)
-    # One pass: each day goes to the first band that holds it (bands from the windows'
-    # edges), then every window is a sum of bands. Per-window masks cost 4x the numpy calls.
-    band = np.searchsorted(_BAND_EDGES, today - table[:, 0], side="right") - 1
-    per_band = np.zeros((len(_BAND_EDGES), _NTYPES), dtype=np.int64)
-    np.add.at(per_band, band, table[:, 1:])
-    sums = (_WINDOW_BANDS @ per_band).tolist()
-    return {name: tuple(row) for name, row in zip(WINDOWS, sums, strict=True)}
+    flat = _day_records(len(days) // _DAY_SIZE).unpack(days)
+    stride = _NTYPES + 1
+    day_column = flat[0::stride]  # ascending: each window is one contiguous slice
+    columns = [flat[1 + index :: stride] for index in range(_NTYPES)]
+    counts = {}
+    for name, (near, far) in WINDOWS.items():
+        low = bisect_left(day_column, today - far)
+        high = bisect_right(day_column, today - near)
+        counts[name] = tuple([sum(column[low:high]) for column in columns])
+    return counts
 
 
 def _months(rows: list[tuple[int, int, int]], this_month: int, column: int) -> tuple[int, ...]:

@@ -1,13 +1,15 @@
--- Apply one member's events of a micro-batch atomically (round trip 1).
+-- Apply the events of a micro-batch, member by member (round trip 1).
 --
--- KEYS[1] state, KEYS[2] decision state (opaque bytes), KEYS[3] outbox (hash)
--- ARGV[1] msgpack {member, ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent,
---                  delivered_ids, events}; each event is
+-- KEYS: per member, 3 keys: state, decision state (opaque bytes), outbox (hash).
+-- ARGV[1] msgpack {ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent}
+-- ARGV[1 + m] msgpack {member, delivered_ids, events} for the m-th member; each event is
 --   {source, offset, ts, id_hash32, item, type_index(0-based), cents(-1 = none),
 --    quantity, category("" = none), day, month}
--- Returns {state_blob | false, decision_blob | false, pending {id, payload, ...}, statuses}
---   statuses: one char per event: a = applied, o = duplicate by offset,
---             i = duplicate by event id, l = too late
+-- Returns, per member, {state_blob | false, decision_blob | false, pending {id, payload,
+--   ...}, statuses}; statuses: one char per event: a = applied, o = duplicate by offset,
+--   i = duplicate by event id, l = too late.
+-- Standalone Redis gets one call for the whole batch (a script runs atomically, so each
+-- member's update is too); a Cluster gets one call per member, routed by its keys.
 --
 -- Layout: streams/state_codec.py. Columns are binary strings and 0xFF-separated id lists
 -- (0xFF never occurs in UTF-8), so the stored msgpack array holds a few dozen values:
@@ -15,27 +17,17 @@
 -- call in the first layouts. Every rule mirrors models/fold.py.
 
 local DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 60, 13, 5, 2
-local REC, REC_FMT = 17, '>I6I4BHi4'  -- ts, id hash, type, quantity, cents
+local REC, REC_FMT = 19, '>I8I4BHi4'  -- ts, id hash, type, quantity, cents
 local DAY_REC, MONTH_REC = 12, 12      -- >H day + 5 x >H count; >H month >I4 n >I6 cents
 local MAX_COUNT = 65535                -- per member, day and type; the fold saturates too
 local SEP = '\255'
 local MS_PER_DAY = 86400000
 
-local args = cmsgpack.unpack(ARGV[1])
-local member, ttl, L, lateness, gap = args[1], args[2], args[3], args[4], args[5]
-local exclusion_days, max_recent = args[6], args[7]
+local common = cmsgpack.unpack(ARGV[1])
+local ttl, L, lateness, gap = common[1], common[2], common[3], common[4]
+local exclusion_days, max_recent = common[5], common[6]
 
-local st
-local raw = redis.call('GET', KEYS[1])
-if raw then
-  st = cmsgpack.unpack(raw)
-  if st[2] ~= member then
-    return redis.error_reply('state key ' .. KEYS[1] .. ' holds another member')
-  end
-else
-  st = {3, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
-        {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0}
-end
+local st  -- the state of the member being applied (the helpers below work on it)
 
 -- 0xFF-separated lists ------------------------------------------------------------------
 local function split(list)
@@ -61,13 +53,13 @@ end
 local function count_seq() return #st[5] / REC end
 
 local function rec_ts_hash(i)  -- 1-based
-  local ts, h = struct.unpack('>I6I4', st[5], (i - 1) * REC + 1)
+  local ts, h = struct.unpack('>I8I4', st[5], (i - 1) * REC + 1)
   return ts, h
 end
 
 -- A duplicate carries the same id hash, ts and item as an event still in the sequence.
 local function seen(ts, h, item)
-  local needle = struct.pack('>I6I4', ts, h)
+  local needle = struct.pack('>I8I4', ts, h)
   local from = 1
   while true do
     local at = string.find(st[5], needle, from, true)
@@ -190,6 +182,14 @@ local function write_recent(items, stamps)
 end
 
 local function add_recent_purchase(item, ts)
+  -- Fast path, the common case: the newest purchase, of an item not in the list yet.
+  local newest = #st[16] > 0 and struct.unpack('>I6', st[16], 1) or -1
+  if ts > newest and not string.find(SEP .. st[15], SEP .. item .. SEP, 1, true)
+     and #st[16] < 6 * max_recent then
+    st[15] = item .. SEP .. st[15]
+    st[16] = struct.pack('>I6', ts) .. st[16]
+    return
+  end
   local items, stamps = read_recent()
   for i = 1, #items do
     if items[i] == item then
@@ -213,83 +213,105 @@ local function add_recent_purchase(item, ts)
 end
 
 -- apply ---------------------------------------------------------------------------------------
-local statuses = {}
-local offsets = st[17]
-for _, e in ipairs(args[9]) do
-  local source, offset, ts, h, item = e[1], e[2], e[3], e[4], e[5]
-  local t, cents, qty, cat, day, month = e[6], e[7], e[8], e[9], e[10], e[11]
-  local applied_offset = offsets[source]
-  local status = 'a'
-  if applied_offset and offset <= applied_offset then
-    status = 'o'
-  elseif seen(ts, h, item) then
-    status = 'i'
-  elseif st[3] > 0 and ts < st[3] - lateness then
-    status = 'l'
+local function apply_member(state_key, decision_key, outbox_key, args)
+  local member = args[1]
+  local raw = redis.call('GET', state_key)
+  if raw then
+    st = cmsgpack.unpack(raw)
+    if st[2] ~= member then
+      return redis.error_reply('state key ' .. state_key .. ' holds another member')
+    end
+  else
+    st = {3, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
+          {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0}
   end
-  if status ~= 'o' then offsets[source] = offset end
-  if status == 'a' then
-    insert_event(ts, h, t, qty, cents, item, cat)
-    add_day(day, t)
-    if ts > st[3] then st[3] = ts end
-    if st[4] == 0 or ts < st[4] then st[4] = ts end
-    if day > st[18] then st[18] = day end
-    if month > st[19] then st[19] = month end
-    if ts > st[10][t + 1] then st[10][t + 1] = ts end
-    add_time(st[13], ts)
-    if t == PURCHASE then
-      local spend = 0
-      if cents >= 0 then spend = cents * qty end
-      st[11] = st[11] + 1
-      st[12] = st[12] + spend
-      add_month(month, spend)
-      add_time(st[14], ts)
-      add_recent_purchase(item, ts)
+  local statuses = {}
+  local offsets = st[17]
+  for _, e in ipairs(args[3]) do
+    local source, offset, ts, h, item = e[1], e[2], e[3], e[4], e[5]
+    local t, cents, qty, cat, day, month = e[6], e[7], e[8], e[9], e[10], e[11]
+    local applied_offset = offsets[source]
+    local status = 'a'
+    if applied_offset and offset <= applied_offset then
+      status = 'o'
+    elseif seen(ts, h, item) then
+      status = 'i'
+    elseif st[3] > 0 and ts < st[3] - lateness then
+      status = 'l'
+    end
+    if status ~= 'o' then offsets[source] = offset end
+    if status == 'a' then
+      insert_event(ts, h, t, qty, cents, item, cat)
+      add_day(day, t)
+      if ts > st[3] then st[3] = ts end
+      if st[4] == 0 or ts < st[4] then st[4] = ts end
+      if day > st[18] then st[18] = day end
+      if month > st[19] then st[19] = month end
+      if ts > st[10][t + 1] then st[10][t + 1] = ts end
+      add_time(st[13], ts)
+      if t == PURCHASE then
+        local spend = 0
+        if cents >= 0 then spend = cents * qty end
+        st[11] = st[11] + 1
+        st[12] = st[12] + spend
+        add_month(month, spend)
+        add_time(st[14], ts)
+        add_recent_purchase(item, ts)
+      end
+    end
+    statuses[#statuses + 1] = status
+  end
+
+  -- Drop what no window can read any more (relative to the member's latest day / month).
+  local drop = 0
+  while drop * DAY_REC < #st[8]
+        and struct.unpack('>H', st[8], drop * DAY_REC + 1) <= st[18] - DAYS_KEPT do
+    drop = drop + 1
+  end
+  if drop > 0 then st[8] = string.sub(st[8], drop * DAY_REC + 1) end
+  drop = 0
+  while drop * MONTH_REC < #st[9]
+        and struct.unpack('>H', st[9], drop * MONTH_REC + 1) <= st[19] - MONTHS_KEPT do
+    drop = drop + 1
+  end
+  if drop > 0 then st[9] = string.sub(st[9], drop * MONTH_REC + 1) end
+  if #st[16] > 0 then
+    local first_day = st[18] - exclusion_days + 1
+    local oldest = struct.unpack('>I6', st[16], #st[16] - 5)
+    if math.floor(oldest / MS_PER_DAY) < first_day then
+      local items, stamps = read_recent()
+      while #items > 0 and math.floor(stamps[#stamps] / MS_PER_DAY) < first_day do
+        table.remove(items)
+        table.remove(stamps)
+      end
+      write_recent(items, stamps)
     end
   end
-  statuses[#statuses + 1] = status
-end
-
--- Drop what no window can read any more (relative to the member's latest day / month).
-local drop = 0
-while drop * DAY_REC < #st[8]
-      and struct.unpack('>H', st[8], drop * DAY_REC + 1) <= st[18] - DAYS_KEPT do
-  drop = drop + 1
-end
-if drop > 0 then st[8] = string.sub(st[8], drop * DAY_REC + 1) end
-drop = 0
-while drop * MONTH_REC < #st[9]
-      and struct.unpack('>H', st[9], drop * MONTH_REC + 1) <= st[19] - MONTHS_KEPT do
-  drop = drop + 1
-end
-if drop > 0 then st[9] = string.sub(st[9], drop * MONTH_REC + 1) end
-if #st[16] > 0 then
-  local first_day = st[18] - exclusion_days + 1
-  local oldest = struct.unpack('>I6', st[16], #st[16] - 5)
-  if math.floor(oldest / MS_PER_DAY) < first_day then
-    local items, stamps = read_recent()
-    while #items > 0 and math.floor(stamps[#stamps] / MS_PER_DAY) < first_day do
-      table.remove(items)
-      table.remove(stamps)
-    end
-    write_recent(items, stamps)
+  if st[3] > 0 then
+    close_clusters(st[13], st[3] - lateness)
+    close_clusters(st[14], st[3] - lateness)
   end
-end
-if st[3] > 0 then
-  close_clusters(st[13], st[3] - lateness)
-  close_clusters(st[14], st[3] - lateness)
+
+  local blob = false
+  if st[3] > 0 then  -- a member with no applied event gets no state key
+    blob = cmsgpack.pack(st)
+    redis.call('SET', state_key, blob, 'PX', ttl)
+  end
+
+  local delivered = args[2]
+  if #delivered > 0 then redis.call('HDEL', outbox_key, unpack(delivered)) end
+  local pending = redis.call('HGETALL', outbox_key)
+  if #pending > 0 then redis.call('PEXPIRE', outbox_key, ttl) end
+  local decision = redis.call('GET', decision_key)
+  if decision then redis.call('PEXPIRE', decision_key, ttl) end
+  return {blob, decision, pending, table.concat(statuses)}
 end
 
-local blob = false
-if st[3] > 0 then  -- a member with no applied event gets no state key
-  blob = cmsgpack.pack(st)
-  redis.call('SET', KEYS[1], blob, 'PX', ttl)
+local replies = {}
+for m = 1, #ARGV - 1 do
+  local reply = apply_member(KEYS[3 * m - 2], KEYS[3 * m - 1], KEYS[3 * m],
+                             cmsgpack.unpack(ARGV[1 + m]))
+  if reply.err then return reply end
+  replies[m] = reply
 end
-
-local delivered = args[8]
-if #delivered > 0 then redis.call('HDEL', KEYS[3], unpack(delivered)) end
-local pending = redis.call('HGETALL', KEYS[3])
-if #pending > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
-local decision = redis.call('GET', KEYS[2])
-if decision then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {blob, decision, pending, table.concat(statuses)}
+return replies
