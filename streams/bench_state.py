@@ -21,13 +21,14 @@ _FULL_MEMBER_DAYS = 395  # 13 months of purchases, every window populated
 
 @dataclass(frozen=True)
 class SizeResult:
-    """Throughput of `apply` at one batch size."""
+    """Throughput of `apply` at one batch size, one batch after the other and overlapped."""
 
     batch_size: int
     events: int
     seconds: float
     events_per_s: float
     round_trips_per_batch: float
+    overlapped_events_per_s: float
 
 
 def simulated_events(settings: Settings, members: int, days: int, seed: int) -> list[SourcedEvent]:
@@ -45,18 +46,32 @@ def simulated_events(settings: Settings, members: int, days: int, seed: int) -> 
     return out
 
 
-def run_size(store: RedisState, events: Sequence[SourcedEvent], size: int) -> SizeResult:
-    """Apply `events` in batches of `size`, `now` = the batch's latest ts."""
+def run_size(
+    store: RedisState, overlapped: RedisState, events: Sequence[SourcedEvent], size: int
+) -> SizeResult:
+    """Apply `events` in batches of `size` (`now` = the batch's latest ts): with `apply`,
+    one batch after the other, then on a second store with `apply_stream`.
+    """
+    batches = [
+        (events[start : start + size], max(item.event.ts for item in events[start : start + size]))
+        for start in range(0, len(events), size)
+    ]
     before = store.round_trips
-    batches = 0
     started = time.perf_counter()
-    for start in range(0, len(events), size):
-        batch = events[start : start + size]
-        store.apply(batch, max(item.event.ts for item in batch))
-        batches += 1
+    for batch, now in batches:
+        store.apply(batch, now)
     seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for _result in overlapped.apply_stream(batches):
+        pass
+    overlapped_seconds = time.perf_counter() - started
     return SizeResult(
-        size, len(events), seconds, len(events) / seconds, (store.round_trips - before) / batches
+        batch_size=size,
+        events=len(events),
+        seconds=seconds,
+        events_per_s=len(events) / seconds,
+        round_trips_per_batch=(store.round_trips - before) / len(batches),
+        overlapped_events_per_s=len(events) / overlapped_seconds,
     )
 
 
@@ -122,12 +137,14 @@ def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[
     events = simulated_events(settings, members, days, seed)
     results = []
     for size in BATCH_SIZES:
-        prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        scoped = settings.model_copy(update={"redis_key_prefix": prefix})
-        store = RedisState(scoped)
+        stores = []
+        for _ in range(2):
+            prefix = f"bench-{uuid.uuid4().hex[:8]}"
+            stores.append(RedisState(settings.model_copy(update={"redis_key_prefix": prefix})))
         subset = events if size > 1 else events[: min(len(events), 20_000)]
-        results.append(asdict(run_size(store, subset, size)))
-        _drop(store, prefix)
+        results.append(asdict(run_size(stores[0], stores[1], subset, size)))
+        for store in stores:
+            _drop(store, store.prefix)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     scoped = settings.model_copy(update={"redis_key_prefix": prefix})
     memory = bytes_per_member(scoped)

@@ -205,7 +205,8 @@ def bench_state(
     out.line(f"redis {report['redis_version']}, {report['events']:,} simulated events")
     for row in report["results"]:  # type: ignore[attr-defined]
         out.line(
-            f"batch {row['batch_size']:>4}: {row['events_per_s']:>9,.0f} events/s, "
+            f"batch {row['batch_size']:>4}: {row['events_per_s']:>9,.0f} events/s "
+            f"({row['overlapped_events_per_s']:,.0f} overlapped), "
             f"{row['round_trips_per_batch']:.2f} round trips per batch"
         )
     out.line(f"bytes per member (L={report['sequence_length']}, all fields): "

@@ -17,8 +17,8 @@ from memberpulse.streams.console import Reporter
 from memberpulse.streams.settings import Settings
 
 if TYPE_CHECKING:
-    from memberpulse.streams.simulate import Simulator
-    from memberpulse.streams.simulate.live import LiveSummary
+    from memberpulse.streams.console import ProgressSink
+    from memberpulse.streams.simulate.live import LivePlan, LiveSummary
 
 Members = Annotated[int, typer.Option(min=1, help="Number of simulated members.")]
 Seed = Annotated[int, typer.Option(help="Random seed (same seed, same members and events).")]
@@ -138,25 +138,18 @@ def _to_kafka(
     speed: float,
 ) -> LiveSummary:
     from memberpulse.streams.kafka import wait_for_broker
-    from memberpulse.streams.simulate.live import plan_live, primed, produce_live
+    from memberpulse.streams.simulate.live import plan_live
 
     wait_for_broker(settings)
     plan = plan_live(seconds=seconds, speed=speed, rate=rate)
-    simulator = _live_simulator(plan.sim_start_ms, plan.sim_end_ms, members, seed, purchase_only)
     out.line(
         f"producing to {settings.kafka_bootstrap}: {members:,} members, simulated "
         f"{to_iso(plan.sim_start_ms)} → {to_iso(plan.sim_end_ms)} ({speed:g}× real time), "
         f"at most {rate:g} events/s for {seconds:g} s"
     )
-    plan, events = primed(plan, simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms))
     with out.progress("events", total=None) as progress:
-        summary = produce_live(
-            settings,
-            plan,
-            events,
-            bad_fraction=bad_fraction,
-            seed=seed,
-            progress=progress,
+        summary = stream_members(
+            settings, plan, members, seed, purchase_only, bad_fraction, progress
         )
     out.line(
         f"sent {summary.sent:,} events ({summary.sent / max(summary.elapsed_s, 1e-9):,.0f}/s), "
@@ -171,14 +164,27 @@ def _to_kafka(
     return summary
 
 
-def _live_simulator(
-    start_ms: int, end_ms: int, members: int, seed: int, purchase_only: bool
-) -> Simulator:
+def stream_members(
+    settings: Settings,
+    plan: LivePlan,
+    members: int,
+    seed: int,
+    purchase_only: bool,
+    bad_fraction: float,
+    progress: ProgressSink,
+) -> LiveSummary:
+    """Simulate `members` over the plan's window and produce them live (also the demo's)."""
     from memberpulse.streams.simulate import SimConfig, Simulator
+    from memberpulse.streams.simulate.live import primed, produce_live
 
-    days = max(1, math.ceil((end_ms - start_ms) / MS_PER_DAY))
-    return Simulator(
-        SimConfig(members=members, days=days, seed=seed, end_ms=end_ms, purchase_only=purchase_only)
+    days = max(1, math.ceil((plan.sim_end_ms - plan.sim_start_ms) / MS_PER_DAY))
+    config = SimConfig(
+        members=members, days=days, seed=seed, end_ms=plan.sim_end_ms, purchase_only=purchase_only
+    )
+    events = Simulator(config).iter_events(plan.sim_start_ms, plan.sim_end_ms)
+    plan, ready = primed(plan, events)
+    return produce_live(
+        settings, plan, ready, bad_fraction=bad_fraction, seed=seed, progress=progress
     )
 
 

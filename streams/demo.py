@@ -66,8 +66,8 @@ def demo(
 ) -> None:
     """Run the local demo: stack up, simulated members streaming through it, stack down."""
     from memberpulse.streams.cli import CliState
-    from memberpulse.streams.cli_simulate import _live_simulator
-    from memberpulse.streams.simulate.live import plan_live, primed, produce_live
+    from memberpulse.streams.cli_simulate import stream_members
+    from memberpulse.streams.simulate.live import plan_live
 
     state = ctx.find_root().obj
     assert isinstance(state, CliState)
@@ -89,16 +89,8 @@ def demo(
         )
         watcher = FlowWatcher(settings, since_ms=int(plan.wall_start_s * MS_PER_SECOND) - 1)
         watcher.start()
-        simulator = _live_simulator(plan.sim_start_ms, plan.sim_end_ms, members, seed, False)
-        plan, events = primed(plan, simulator.iter_events(plan.sim_start_ms, plan.sim_end_ms))
-        summary = produce_live(
-            settings,
-            plan,
-            events,
-            bad_fraction=bad_fraction,
-            seed=seed,
-            progress=_FlowLines(out, watcher, settings),
-        )
+        lines = _FlowLines(out, watcher, settings)
+        summary = stream_members(settings, plan, members, seed, False, bad_fraction, lines)
         complete = watcher.wait_for_total(summary.sent, _READBACK_TIMEOUT_S)
         watcher.stop()
         counts = watcher.snapshot()

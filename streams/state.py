@@ -11,19 +11,17 @@ applied per source partition and ignores anything at or below it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
-import orjson
 import redis
 from redis.cluster import RedisCluster
 
 from memberpulse.models.contract import Event
 from memberpulse.models.snapshot import (
     TYPE_INDEX,
-    DecisionState,
     MemberSnapshot,
     cents,
     id_hash,
@@ -41,86 +39,38 @@ from memberpulse.streams.state_codec import (
     snapshot_from_state,
     unpack_state,
 )
+from memberpulse.streams.state_types import (
+    ApplyResult,
+    DecisionRecord,
+    RecordResult,
+    Reservation,
+    SourcedEvent,
+    StateStore,
+    decode_decision,
+    encode_decision,
+)
+
+__all__ = [
+    "ApplyResult",
+    "DecisionRecord",
+    "RecordResult",
+    "RedisState",
+    "Reservation",
+    "SourcedEvent",
+    "StateStore",
+]
 
 T = TypeVar("T")
 
 
-class SourcedEvent(NamedTuple):
-    """An event with the Kafka position it was read from (the key of idempotency)."""
+class _Sent(NamedTuple):
+    """The raw replies of one apply round trip, with what is needed to decode them."""
 
-    event: Event
-    topic: str
-    partition: int
-    offset: int
-
-
-class Reservation(NamedTuple):
-    """A budget reservation: idempotent per id, one ledger per budget and event-time day."""
-
-    id: str
-    budget: str
-    day: int
-    amount: int
-    limit: int
-
-
-class DecisionRecord(NamedTuple):
-    """What round trip 2 writes for one member."""
-
-    member_id: str
-    partition: int
-    state: DecisionState
-    outbox: Mapping[str, bytes]
-
-
-@dataclass
-class ApplyResult:
-    """What round trip 1 returns for a batch."""
-
-    snapshots: dict[str, MemberSnapshot] = field(default_factory=dict)
-    decision_states: dict[str, DecisionState] = field(default_factory=dict)
-    pending_outbox: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    idle_due: dict[str, MemberSnapshot] = field(default_factory=dict)
-    applied: int = 0
-    duplicates: int = 0
-    too_late: list[SourcedEvent] = field(default_factory=list)
-
-
-@dataclass
-class RecordResult:
-    """What round trip 2 returns: the outcome and ledger total of each reservation."""
-
-    granted: dict[str, bool] = field(default_factory=dict)
-    spent: dict[str, int] = field(default_factory=dict)
-
-
-class StateStore(Protocol):
-    """Member state behind an interface, so the app can be tested against any store."""
-
-    def apply(
-        self,
-        events: Sequence[SourcedEvent],
-        now: int,
-        delivered: Mapping[str, Sequence[str]] = ...,
-        idle_partitions: Sequence[int] = ...,
-        releases: Sequence[Reservation] = ...,
-    ) -> ApplyResult:
-        """Round trip 1."""
-
-    def record(
-        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ...
-    ) -> RecordResult:
-        """Round trip 2."""
-
-
-def encode_decision(state: DecisionState) -> bytes:
-    """DecisionState as stored (JSON)."""
-    return orjson.dumps(state.__dict__)
-
-
-def decode_decision(blob: bytes | None) -> DecisionState:
-    """Stored bytes back to a DecisionState (defaults when nothing was stored)."""
-    return DecisionState() if blob is None else DecisionState(**orjson.loads(blob))
+    now: int
+    members: list[str]
+    by_member: dict[str, list[SourcedEvent]]
+    member_replies: list[Any]
+    idle_replies: list[Any]
 
 
 class RedisState:
@@ -155,6 +105,11 @@ class RedisState:
         """The underlying Redis client."""
         return self._client
 
+    @property
+    def prefix(self) -> str:
+        """The key prefix this store writes under."""
+        return self._prefix
+
     # --- round trip 1 -------------------------------------------------------------------
 
     def apply(
@@ -166,13 +121,39 @@ class RedisState:
         releases: Sequence[Reservation] = (),
     ) -> ApplyResult:
         """Apply a micro-batch; return snapshots, decision states, pending outbox, idle-due."""
-        delivered = delivered or {}
+        return self._finish(self._send(events, now, delivered or {}, idle_partitions, releases))
+
+    def apply_stream(
+        self, batches: Iterable[tuple[Sequence[SourcedEvent], int]]
+    ) -> Iterator[ApplyResult]:
+        """`apply` over (events, now) batches in order, overlapping the Redis round trip of
+        batch N+1 with decoding the snapshots of batch N (one I/O thread; the GIL is free
+        while it waits on the socket). Round trips stay strictly in batch order.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io") as io:
+            pending: Future[_Sent] | None = None
+            for events, now in batches:
+                sent = io.submit(self._send, events, now, {}, (), ())
+                if pending is not None:
+                    yield self._finish(pending.result())
+                pending = sent
+            if pending is not None:
+                yield self._finish(pending.result())
+
+    def _send(
+        self,
+        events: Sequence[SourcedEvent],
+        now: int,
+        delivered: Mapping[str, Sequence[str]],
+        idle_partitions: Sequence[int],
+        releases: Sequence[Reservation],
+    ) -> _Sent:
+        """Round trip 1 itself: every byte exchanged with Redis, nothing decoded yet."""
         by_member: dict[str, list[SourcedEvent]] = {}
         for item in events:
             by_member.setdefault(item.event.member_id, []).append(item)
         members = list(by_member)
         members += [m for m in delivered if m not in by_member]
-
         member_args = [
             self._apply_args(member, by_member.get(member, []), delivered.get(member))
             for member in members
@@ -208,15 +189,19 @@ class RedisState:
                     )
 
         replies = self._pipeline(build)
-        result = ApplyResult()
         member_replies = [reply for group_reply in replies[: len(groups)] for reply in group_reply]
-        for member, reply in zip(members, member_replies, strict=True):
-            self._collect(result, member, by_member.get(member, []), reply, now)
         idle_replies = replies[len(groups) + len(releases) :]
         if self._cluster and idle_partitions:
             idle_replies = self._idle_on_cluster(idle_partitions, now)
-        for reply in idle_replies:
-            self._collect_idle(result, reply, now)
+        return _Sent(now, members, by_member, member_replies, idle_replies)
+
+    def _finish(self, sent: _Sent) -> ApplyResult:
+        """Decode what a round trip returned (pure CPU, no I/O)."""
+        result = ApplyResult()
+        for member, reply in zip(sent.members, sent.member_replies, strict=True):
+            self._collect(result, member, sent.by_member.get(member, []), reply, sent.now)
+        for reply in sent.idle_replies:
+            self._collect_idle(result, reply, sent.now)
         return result
 
     def _apply_args(

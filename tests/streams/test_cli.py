@@ -176,3 +176,40 @@ def test_settings_are_plain_defaults_without_env(monkeypatch: pytest.MonkeyPatch
         if key.startswith("MEMBERPULSE_"):
             monkeypatch.delenv(key)
     assert Settings().kafka_profile == "local"
+
+
+@pytest.mark.integration
+def test_demo_runs_end_to_end_and_stops_its_stack(tmp_path: Path) -> None:
+    result = run_cli("demo", "--seconds", "3", "--members", "300", "--bad-fraction", "0.05",
+                     home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every record sent was read back and every corrupted one was caught" in result.stdout
+    assert "dead-letter reason" in result.stdout
+    assert "stack stopped" in result.stdout
+    assert run_cli("stack", "status", home=tmp_path).returncode == 1
+
+
+@pytest.mark.integration
+def test_simulate_to_kafka_produces_to_a_given_broker(servers: Settings, tmp_path: Path) -> None:
+    result = run_cli("simulate", "--to-kafka", "--members", "50", "--seconds", "2",
+                     "--speed", "86400", "--rate", "5000", home=tmp_path,
+                     env={"MEMBERPULSE_KAFKA_BOOTSTRAP": servers.kafka_bootstrap})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sent = int(result.stdout.split("sent ")[1].split(" events")[0].replace(",", ""))
+    assert sent > 0
+    assert "failed 0" in result.stdout
+
+
+def test_simulate_to_file_writes_parquet_and_truth(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "events.parquet"
+    result = run_cli("simulate", "--to-file", str(path), "--members", "40", "--days", "20",
+                     "--seed", "3", "--bad-fraction", "0.1", home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(path)
+    assert table.num_rows > 0
+    assert "member_id" in table.column_names
+    assert (tmp_path / "events.truth.parquet").exists()
+    types = set(table.column("type").to_pylist())
+    assert "teleport" in types, "bad rows were injected as asked"

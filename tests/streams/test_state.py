@@ -179,7 +179,7 @@ def member_key_names(store: RedisState, member: str) -> list[bytes]:
 
 
 def base_prefix(store: RedisState) -> str:
-    return store._prefix
+    return store.prefix
 
 
 def record_for(member: str, partition: int = 0, next_check: int | None = NOW_MS) -> DecisionRecord:
@@ -323,3 +323,24 @@ def test_late_event_rejoins_a_session_closed_by_the_batch_before(base: Settings)
     expected = fold([first, newest, late], NOW_MS, base.state_spec())
     assert expected.sessions.n == 2
     assert result.snapshots["M0000001"] == expected
+
+
+def test_apply_stream_gives_what_apply_gives_batch_by_batch(base: Settings) -> None:
+    events = [
+        make_event(event_id=f"s{i}", member_id=f"M{i % 7}", ts=NOW_MS - (300 - i) * 60_000)
+        for i in range(300)
+    ]
+    delivery = sourced(events, base)
+    batches = [
+        (delivery[start : start + 37], delivery[min(start + 36, 299)].event.ts)
+        for start in range(0, 300, 37)
+    ]
+    one_by_one = fresh(base)
+    expected = [one_by_one.apply(batch, now) for batch, now in batches]
+    overlapped = fresh(base)
+    streamed = list(overlapped.apply_stream(batches))
+    assert len(streamed) == len(expected)
+    for got, want in zip(streamed, expected, strict=True):
+        assert got.snapshots == want.snapshots
+        assert (got.applied, got.duplicates) == (want.applied, want.duplicates)
+    assert overlapped.round_trips == one_by_one.round_trips

@@ -1,0 +1,90 @@
+"""What the state layer takes and returns: typed values between the app and `StateStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import orjson
+
+from memberpulse.models.contract import Event
+from memberpulse.models.snapshot import DecisionState, MemberSnapshot
+
+
+class SourcedEvent(NamedTuple):
+    """An event with the Kafka position it was read from (the key of idempotency)."""
+
+    event: Event
+    topic: str
+    partition: int
+    offset: int
+
+
+class Reservation(NamedTuple):
+    """A budget reservation: idempotent per id, one ledger per budget and event-time day."""
+
+    id: str
+    budget: str
+    day: int
+    amount: int
+    limit: int
+
+
+class DecisionRecord(NamedTuple):
+    """What round trip 2 writes for one member."""
+
+    member_id: str
+    partition: int
+    state: DecisionState
+    outbox: Mapping[str, bytes]
+
+
+@dataclass
+class ApplyResult:
+    """What round trip 1 returns for a batch."""
+
+    snapshots: dict[str, MemberSnapshot] = field(default_factory=dict)
+    decision_states: dict[str, DecisionState] = field(default_factory=dict)
+    pending_outbox: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    idle_due: dict[str, MemberSnapshot] = field(default_factory=dict)
+    applied: int = 0
+    duplicates: int = 0
+    too_late: list[SourcedEvent] = field(default_factory=list)
+
+
+@dataclass
+class RecordResult:
+    """What round trip 2 returns: the outcome and ledger total of each reservation."""
+
+    granted: dict[str, bool] = field(default_factory=dict)
+    spent: dict[str, int] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    """Member state behind an interface, so the app can be tested against any store."""
+
+    def apply(
+        self,
+        events: Sequence[SourcedEvent],
+        now: int,
+        delivered: Mapping[str, Sequence[str]] = ...,
+        idle_partitions: Sequence[int] = ...,
+        releases: Sequence[Reservation] = ...,
+    ) -> ApplyResult:
+        """Round trip 1."""
+
+    def record(
+        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ...
+    ) -> RecordResult:
+        """Round trip 2."""
+
+
+def encode_decision(state: DecisionState) -> bytes:
+    """DecisionState as stored (JSON)."""
+    return orjson.dumps(state.__dict__)
+
+
+def decode_decision(blob: bytes | None) -> DecisionState:
+    """Stored bytes back to a DecisionState (defaults when nothing was stored)."""
+    return DecisionState() if blob is None else DecisionState(**orjson.loads(blob))
