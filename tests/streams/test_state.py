@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -344,3 +345,19 @@ def test_apply_stream_gives_what_apply_gives_batch_by_batch(base: Settings) -> N
         assert got.snapshots == want.snapshots
         assert (got.applied, got.duplicates) == (want.applied, want.duplicates)
     assert overlapped.round_trips == one_by_one.round_trips
+
+
+def test_redis_going_away_mid_stream_raises_and_reports_nothing_applied(tmp_path: Path) -> None:
+    from memberpulse.streams import launcher
+
+    home = Settings(home=tmp_path / "own-redis", redis_retry_attempts=2,
+                    redis_retry_backoff_s=0.01, redis_timeout_s=0.5)  # fmt: skip
+    info = launcher.up(home, components=["redis"])
+    try:
+        store = RedisState(info.apply_to(home))
+        first = store.apply(sourced([make_event(event_id="a")], home), NOW_MS)
+        assert first.applied == 1
+    finally:
+        launcher.down(home)
+    with pytest.raises(StateUnavailable, match="after 2 attempts"):
+        store.apply(sourced([make_event(event_id="b")], home), NOW_MS)
