@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from pydantic import SecretStr
@@ -163,8 +162,3 @@ def status(settings: Settings) -> list[stack.ComponentStatus]:
         answering = running and checks[name](record)
         result.append(stack.ComponentStatus(name, record.pid, record.port, running, answering))
     return result
-
-
-def log_paths(settings: Settings) -> list[Path]:
-    """The stack's log files (for `stack status` and error messages)."""
-    return sorted(stack.stack_dir(settings).glob("*.log"))

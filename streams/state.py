@@ -19,7 +19,6 @@ import msgpack
 import redis
 from redis.cluster import RedisCluster
 
-from memberpulse.models.contract import Event
 from memberpulse.models.snapshot import (
     TYPE_INDEX,
     MemberSnapshot,
@@ -393,9 +392,5 @@ class RedisState:
         raise AssertionError("unreachable")
 
 
-def events_by_member(events: Iterable[SourcedEvent]) -> dict[str, list[Event]]:
-    """Group the events of a batch by member, keeping their order."""
-    grouped: dict[str, list[Event]] = {}
-    for item in events:
-        grouped.setdefault(item.event.member_id, []).append(item.event)
-    return grouped
+def _conforms(store: RedisState) -> StateStore:
+    return store  # mypy proves RedisState satisfies the StateStore protocol

@@ -68,14 +68,14 @@ class StateStore(Protocol):
         self,
         events: Sequence[SourcedEvent],
         now: int,
-        delivered: Mapping[str, Sequence[str]] = ...,
-        idle_partitions: Sequence[int] = ...,
-        releases: Sequence[Reservation] = ...,
+        delivered: Mapping[str, Sequence[str]] | None = None,
+        idle_partitions: Sequence[int] = (),
+        releases: Sequence[Reservation] = (),
     ) -> ApplyResult:
         """Round trip 1."""
 
     def record(
-        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ...
+        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ()
     ) -> RecordResult:
         """Round trip 2."""
 
