@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple, Protocol
 
-import orjson
+import msgpack
 
 from memberpulse.models.contract import Event
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot
@@ -81,10 +81,17 @@ class StateStore(Protocol):
 
 
 def encode_decision(state: DecisionState) -> bytes:
-    """DecisionState as stored (JSON)."""
-    return orjson.dumps(state.__dict__)
+    """DecisionState as stored: a msgpack array in field order (about half JSON's size)."""
+    packed: bytes = msgpack.packb([getattr(state, name) for name in _DECISION_FIELDS])
+    return packed
 
 
 def decode_decision(blob: bytes | None) -> DecisionState:
     """Stored bytes back to a DecisionState (defaults when nothing was stored)."""
-    return DecisionState() if blob is None else DecisionState(**orjson.loads(blob))
+    if blob is None:
+        return DecisionState()
+    values = msgpack.unpackb(blob, strict_map_key=False)
+    return DecisionState(**dict(zip(_DECISION_FIELDS, values, strict=True)))
+
+
+_DECISION_FIELDS = tuple(field.name for field in fields(DecisionState))
