@@ -203,7 +203,9 @@ def bench_state(
         return
     out = Reporter()
     out.line(f"redis {report['redis_version']}, {report['events']:,} simulated events")
-    for row in report["results"]:  # type: ignore[attr-defined]
+    rows = report["results"]
+    assert isinstance(rows, list)
+    for row in rows:
         out.line(
             f"batch {row['batch_size']:>4}: {row['events_per_s']:>9,.0f} events/s "
             f"({row['overlapped_events_per_s']:,.0f} overlapped), "

@@ -112,7 +112,7 @@ def _await(record: stack.ProcessRecord, settings: Settings, answers: Callable[[]
             )
         if answers():
             return
-        time.sleep(stack._POLL_S)
+        time.sleep(stack.POLL_S)
     stack.stop(record, settings.stack_stop_grace_s)
     raise StackError(
         f"{record.name} did not answer on port {record.port} within "

@@ -25,7 +25,7 @@ from memberpulse.streams.errors import StackError
 from memberpulse.streams.settings import Settings
 
 LOOPBACK: Final = "127.0.0.1"
-_POLL_S: Final = 0.05
+POLL_S: Final = 0.05  # how often the launcher re-checks a starting or stopping process
 _LOG_TAIL_BYTES: Final = 2_000
 KAFKA: Final = "kafka"
 REDIS: Final = "redis"
@@ -232,7 +232,7 @@ def _wait_gone(record: ProcessRecord, timeout_s: float) -> bool:
             os.waitpid(record.pid, os.WNOHANG)  # reap if it was our own child
         if not is_alive(record):
             return True
-        time.sleep(_POLL_S)
+        time.sleep(POLL_S)
     return not is_alive(record)
 
 
