@@ -1,0 +1,63 @@
+"""Training configuration: the network's size, the dataset's cutoffs, the optimiser.
+
+Frozen dataclasses with documented defaults, small enough to train on 2 CPU cores in a
+few minutes on simulator data; `Settings.train_config()` fills them from `MEMBERPULSE_*`
+and the CLI. The network part is saved with every checkpoint, so a model is rebuilt from
+its bundle alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Protocol = Literal["time", "leave-one-out"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The transformer's size (saved with the checkpoint)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    ffn: int = 128
+    dropout: float = 0.1
+    spend_scale: float = 100.0  # spend is modelled in units of this many currency units
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"hidden size {self.hidden} must be a multiple of the number of heads {self.heads}"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """How training examples are cut from an event log."""
+
+    horizon_days: int = 30  # churn = no purchase within this many days after the cutoff
+    stride_days: int = 7  # one cutoff every this many days, aligned back from the last
+    min_history_days: int = 7  # the first cutoff comes this long after the log starts
+    min_item_count: int = 2  # items seen fewer times in training become hash buckets
+    hash_buckets: int = 256
+    price_buckets: int = 16  # quantile edges of training prices
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `memberpulse train` needs besides the data."""
+
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    protocol: Protocol = "time"
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    patience: int = 3  # epochs without a better validation loss before stopping
+    seed: int = 0
+    next_item_weight: float = 0.5  # loss = churn + weight × next item + spend weight × spend
+    spend_weight: float = 0.5
+    eval_batch_size: int = 1024
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)

@@ -1,0 +1,224 @@
+"""Point-in-time training examples: features strictly before a cutoff, labels strictly after.
+
+A sample is (member, cutoff c): its features are `encode(fold(events with ts < c), c)`,
+the very fold and encoder serving uses; its labels come from events in [c, c + H):
+churn = no purchase there, spend = what was spent there, next item = the item of the
+first event there. Cutoffs are calendar times shared by all members, and the splits are
+by time: validation labels start where training labels end (see `time_split`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from memberpulse.models.config import DatasetConfig
+from memberpulse.models.contract import EVENT_TYPES, PURCHASE
+from memberpulse.models.eventlog import EventLog
+from memberpulse.models.features import (
+    AGGREGATES,
+    CENTS_PER_UNIT,
+    FeatureBatch,
+    FeatureSpec,
+    encode_sequences,
+    normalise,
+    raw_aggregates,
+    schema_hash,
+)
+from memberpulse.models.fold import fold
+from memberpulse.models.snapshot import MemberSnapshot, StateSpec
+from memberpulse.models.timeutil import MS_PER_DAY
+
+NO_NEXT: Final = -2  # no event in the label window: not a next-item example
+OUTSIDE: Final = -1  # next item outside the vocabulary: counted as a miss
+PURCHASE_CODE: Final = EVENT_TYPES.index(PURCHASE)
+RFM_COLUMNS: Final = ("recency_days", "frequency", "monetary", "has_purchase")
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """Encoded examples and their labels, one row per (member, cutoff)."""
+
+    features: FeatureBatch
+    churn: NDArray[np.float32]  # 1 = no purchase in [c, c + H)
+    spend: NDArray[np.float32]  # currency units spent in [c, c + H)
+    next_item: NDArray[np.int64]  # catalogue position, OUTSIDE or NO_NEXT
+    member: NDArray[np.int64]  # member index in the log
+    cutoff: NDArray[np.int64]
+    rfm: NDArray[np.float64]  # RFM_COLUMNS, for the baseline
+    idle_days: NDArray[np.float64]  # days from the member's last event to the cutoff
+    raw: NDArray[np.float64]  # un-normalised aggregates (normalisation stats come from them)
+
+    def __len__(self) -> int:
+        return self.features.rows
+
+    def take(self, rows: NDArray[np.int64]) -> Samples:
+        """The selected rows."""
+        return Samples(
+            self.features.take(rows),
+            *(getattr(self, name)[rows] for name in _ROW_FIELDS),
+        )
+
+    def normalised(self, spec: FeatureSpec) -> Samples:
+        """The same samples with aggregates normalised by `spec`."""
+        features = self.features._replace(aggregates=normalise(self.raw, spec))
+        return replace(self, features=features)
+
+
+_ROW_FIELDS: Final = ("churn", "spend", "next_item", "member", "cutoff", "rfm", "idle_days", "raw")
+
+
+def cutoffs(first: int, last: int, config: DatasetConfig) -> list[int]:
+    """Cutoffs every `stride_days`, aligned back from `last`, none before `first` + history."""
+    stride = config.stride_days * MS_PER_DAY
+    earliest = first + config.min_history_days * MS_PER_DAY
+    out = []
+    moment = last
+    while moment >= earliest:
+        out.append(moment)
+        moment -= stride
+    return sorted(out)
+
+
+def time_split(log: EventLog, until: int, config: DatasetConfig) -> tuple[list[int], int]:
+    """Training cutoffs and the validation cutoff for a model that may see only ts < until.
+
+    Validation: the cutoff `until − H` (labels in [until − H, until)). Training cutoffs end
+    `H` before it, so no training label reaches into the validation window.
+    """
+    horizon = config.horizon_days * MS_PER_DAY
+    valid = until - horizon
+    train = cutoffs(log.start, valid - horizon, config)
+    if not train:
+        days = (until - log.start) / MS_PER_DAY
+        raise ValueError(
+            f"the log has {days:.1f} days before {until} (epoch ms); training needs at least "
+            f"{config.min_history_days + 2 * config.horizon_days} (history + 2 × horizon)"
+        )
+    return train, valid
+
+
+def build_vocabulary(
+    log: EventLog, until: int, config: DatasetConfig, state: StateSpec
+) -> FeatureSpec:
+    """Vocabularies and price edges from events before `until` (normalisation: identity)."""
+    seen = log.ts < until
+    counts = np.bincount(log.items[seen], minlength=len(log.item_names))
+    frequent = np.flatnonzero(counts >= config.min_item_count)
+    order = frequent[np.lexsort((frequent, -counts[frequent]))]  # by count, ties by index
+    cats = np.unique(log.categories[seen & (log.categories >= 0)])
+    prices = log.prices[seen & np.isfinite(log.prices)]
+    quantiles = np.linspace(0, 1, config.price_buckets + 1)[1:-1]
+    edges = np.unique(np.quantile(prices, quantiles)) if prices.size else np.array([])
+    return FeatureSpec(
+        sequence_length=state.sequence_length,
+        hash_buckets=config.hash_buckets,
+        items=tuple(log.item_names[i] for i in order.tolist()),
+        categories=tuple(log.category_names[i] for i in cats.tolist()),
+        price_edges=tuple(float(e) for e in edges),
+        agg_mean=(0.0,) * len(AGGREGATES),
+        agg_std=(1.0,) * len(AGGREGATES),
+        schema=schema_hash(),
+    )
+
+
+def with_normalisation(spec: FeatureSpec, raw: NDArray[np.float64]) -> FeatureSpec:
+    """The spec with mean/std of raw aggregate rows (constant columns get std 1)."""
+    std = raw.std(axis=0)
+    return replace(
+        spec,
+        agg_mean=tuple(float(v) for v in raw.mean(axis=0)),
+        agg_std=tuple(float(v) if v > 0 else 1.0 for v in std),
+    )
+
+
+def _snapshots(log: EventLog, cutoff: int, state: StateSpec) -> list[tuple[int, MemberSnapshot]]:
+    out = []
+    for member in log.iter_members():
+        rows = log.rows(member)
+        k = int(np.searchsorted(log.ts[rows], cutoff, side="left"))
+        if k:
+            out.append((member, fold(log.events(member, rows.start + k), cutoff, state)))
+    return out
+
+
+def build_samples(
+    log: EventLog, at: Sequence[int], horizon_days: int, spec: FeatureSpec, state: StateSpec
+) -> Samples:
+    """Examples for every member with an event before each cutoff in `at`."""
+    horizon = horizon_days * MS_PER_DAY
+    parts = [_samples_at(log, cutoff, horizon, spec, state) for cutoff in at]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("no member has an event before any cutoff")
+    return Samples(
+        FeatureBatch(
+            *(np.concatenate(cols) for cols in zip(*(p.features for p in parts), strict=True))
+        ),
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in _ROW_FIELDS),
+    )
+
+
+def _samples_at(
+    log: EventLog, cutoff: int, horizon: int, spec: FeatureSpec, state: StateSpec
+) -> Samples:
+    pairs = _snapshots(log, cutoff, state)
+    members = np.array([m for m, _ in pairs], dtype=np.int64)
+    snaps = [s for _, s in pairs]
+    catalogue = {item: i for i, item in enumerate(spec.items)}
+    churn, spend, next_item = _labels(log, members, cutoff, cutoff + horizon, catalogue)
+    raw = raw_aggregates(snaps, cutoff)
+    features = FeatureBatch(*encode_sequences(snaps, cutoff, spec), normalise(raw, spec))
+    return Samples(
+        features,
+        churn,
+        spend,
+        next_item,
+        members,
+        np.full(len(members), cutoff, dtype=np.int64),
+        rfm_inputs(snaps, cutoff),
+        np.array([(cutoff - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
+        raw,
+    )
+
+
+def _labels(
+    log: EventLog, members: NDArray[np.int64], start: int, stop: int, catalogue: dict[str, int]
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+    churn = np.ones(len(members), dtype=np.float32)
+    spend = np.zeros(len(members), dtype=np.float32)
+    next_item = np.full(len(members), NO_NEXT, dtype=np.int64)
+    for row, member in enumerate(members.tolist()):
+        rows = log.rows(member)
+        ts = log.ts[rows]
+        lo = rows.start + int(np.searchsorted(ts, start, side="left"))
+        hi = rows.start + int(np.searchsorted(ts, stop, side="left"))
+        if lo == hi:
+            continue
+        name = log.item_names[log.items[lo]]
+        next_item[row] = catalogue.get(name, OUTSIDE)
+        bought = log.types[lo:hi] == PURCHASE_CODE
+        if bought.any():
+            churn[row] = 0.0
+            price = np.nan_to_num(log.prices[lo:hi][bought])
+            spend[row] = float((price * log.quantities[lo:hi][bought]).sum())
+    return churn, spend, next_item
+
+
+def rfm_inputs(snapshots: Sequence[MemberSnapshot], now: int) -> NDArray[np.float64]:
+    """Recency (days since the last purchase, else since first seen), frequency, monetary."""
+    out = np.empty((len(snapshots), len(RFM_COLUMNS)), dtype=np.float64)
+    for row, snap in enumerate(snapshots):
+        last = snap.last_ts[PURCHASE_CODE]
+        since = now - (snap.first_seen if last is None else last)
+        out[row] = (
+            since / MS_PER_DAY,
+            snap.total_purchases,
+            snap.total_spend_cents / CENTS_PER_UNIT,
+            0.0 if last is None else 1.0,
+        )
+    return out
