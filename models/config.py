@@ -23,6 +23,7 @@ class NetworkConfig:
     heads: int = 4
     ffn: int = 128
     dropout: float = 0.1
+    causal: bool = True  # each event attends to earlier ones only (dense next-item training)
     spend_scale: float = 100.0  # spend is modelled in units of this many currency units
 
     def __post_init__(self) -> None:
@@ -37,6 +38,7 @@ class DatasetConfig:
     """How training examples are cut from an event log."""
 
     horizon_days: int = 30  # churn = no purchase within this many days after the cutoff
+    sequence_length: int = 32  # latest events the model reads (≤ the state's L)
     stride_days: int = 7  # one cutoff every this many days, aligned back from the last
     min_history_days: int = 7  # the first cutoff comes this long after the log starts
     min_item_count: int = 2  # items seen fewer times in training become hash buckets
@@ -59,5 +61,7 @@ class TrainConfig:
     seed: int = 0
     next_item_weight: float = 0.5  # loss = churn + weight × next item + spend weight × spend
     spend_weight: float = 0.5
+    dense_positions: int = 8  # also predict each of the last P events from the ones before
+    dense_weight: float = 0.5
     eval_batch_size: int = 1024
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)

@@ -24,6 +24,7 @@ from memberpulse.models.features import (
     CENTS_PER_UNIT,
     FeatureBatch,
     FeatureSpec,
+    concat,
     encode_sequences,
     normalise,
     raw_aggregates,
@@ -115,7 +116,7 @@ def build_vocabulary(
     quantiles = np.linspace(0, 1, config.price_buckets + 1)[1:-1]
     edges = np.unique(np.quantile(prices, quantiles)) if prices.size else np.array([])
     return FeatureSpec(
-        sequence_length=state.sequence_length,
+        sequence_length=min(config.sequence_length, state.sequence_length),
         hash_buckets=config.hash_buckets,
         items=tuple(log.item_names[i] for i in order.tolist()),
         categories=tuple(log.category_names[i] for i in cats.tolist()),
@@ -156,9 +157,7 @@ def build_samples(
     if not parts:
         raise ValueError("no member has an event before any cutoff")
     return Samples(
-        FeatureBatch(
-            *(np.concatenate(cols) for cols in zip(*(p.features for p in parts), strict=True))
-        ),
+        concat([p.features for p in parts]),
         *(np.concatenate([getattr(p, name) for p in parts]) for name in _ROW_FIELDS),
     )
 
@@ -172,7 +171,7 @@ def _samples_at(
     catalogue = {item: i for i, item in enumerate(spec.items)}
     churn, spend, next_item = _labels(log, members, cutoff, cutoff + horizon, catalogue)
     raw = raw_aggregates(snaps, cutoff)
-    features = FeatureBatch(*encode_sequences(snaps, cutoff, spec), normalise(raw, spec))
+    features = FeatureBatch._make((*encode_sequences(snaps, cutoff, spec), normalise(raw, spec)))
     return Samples(
         features,
         churn,

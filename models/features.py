@@ -110,12 +110,12 @@ class FeatureBatch(NamedTuple):
 
     def take(self, rows: NDArray[np.int64] | slice) -> FeatureBatch:
         """The rows selected by an index array or slice."""
-        return FeatureBatch(*(column[rows] for column in self))
+        return FeatureBatch._make(column[rows] for column in self)
 
 
 def concat(batches: Sequence[FeatureBatch]) -> FeatureBatch:
     """Rows of several batches, in order."""
-    return FeatureBatch(*(np.concatenate(columns) for columns in zip(*batches, strict=True)))
+    return FeatureBatch._make(np.concatenate(columns) for columns in zip(*batches, strict=True))
 
 
 @dataclass(frozen=True)
@@ -169,15 +169,25 @@ class FeatureSpec:
     @classmethod
     def load(cls, path: Path) -> FeatureSpec:
         """Read a spec written by `save`."""
-        raw = json.loads(path.read_text())
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        raw: dict[str, Any] = json.loads(path.read_text())
+        return cls(
+            sequence_length=int(raw["sequence_length"]),
+            hash_buckets=int(raw["hash_buckets"]),
+            items=tuple(raw["items"]),
+            categories=tuple(raw["categories"]),
+            price_edges=tuple(raw["price_edges"]),
+            agg_mean=tuple(raw["agg_mean"]),
+            agg_std=tuple(raw["agg_std"]),
+            schema=str(raw["schema"]),
+        )
 
 
 def time_bucket(ms: NDArray[np.int64]) -> NDArray[np.int32]:
     """1 + floor(log2(1 + seconds)), capped to the last bucket (ms may be negative: 0 s)."""
     seconds = np.maximum(ms, 0).astype(np.float64) / MS_PER_S
     raw = 1 + np.floor(np.log2(1.0 + seconds))
-    return np.minimum(raw, TIME_BUCKETS - 1).astype(np.int32)
+    buckets: NDArray[np.int32] = np.minimum(raw, TIME_BUCKETS - 1).astype(np.int32)
+    return buckets
 
 
 class _Encoder:
@@ -217,7 +227,7 @@ def _encoder(spec: FeatureSpec) -> _Encoder:
 def encode(snapshots: Sequence[MemberSnapshot], now: int, spec: FeatureSpec) -> FeatureBatch:
     """Encode members as of `now` (vectorised over the batch; order kept)."""
     sequences = encode_sequences(snapshots, now, spec)
-    return FeatureBatch(*sequences, normalise(raw_aggregates(snapshots, now), spec))
+    return FeatureBatch._make((*sequences, normalise(raw_aggregates(snapshots, now), spec)))
 
 
 def encode_sequences(

@@ -228,9 +228,10 @@ def _redis_up(settings: Settings) -> bool:
 
 def register_commands() -> None:
     """Attach the commands that live in their own modules."""
-    from memberpulse.streams import cli_simulate
+    from memberpulse.streams import cli_models, cli_simulate
 
     cli_simulate.register(app)
+    cli_models.register(app)
 
 
 register_commands()

@@ -4,13 +4,14 @@ Brings the local stack up (or reuses a running one), streams simulated members i
 input topics in compressed time, and watches them arrive: per-second lines of what was
 sent, what was read back, and which records the decoder dead-letters and why. It checks
 that every record sent was read back and every corrupted one was caught, then stops the
-stack it started. Later issues extend it into the full scoring demo.
+stack it started. Before that it makes sure a model is ready (the cached default model,
+trained once on simulated members). Later issues extend it into the full scoring demo.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +51,25 @@ def _describe(counts: FlowCounts, settings: Settings) -> str:
     return f"read {counts.total:>7,} ({topics})  valid {counts.valid:,}  dead-lettered {rejected:,}"
 
 
+def _model_ready(out: Reporter, settings: Settings) -> None:
+    from memberpulse.streams.default_model import (
+        READY_FILE,
+        default_model_dir,
+        ensure_default_model,
+    )
+
+    if not (default_model_dir(settings) / READY_FILE).exists():
+        out.line("no default model yet: simulating members and training a small one (once)")
+    model = ensure_default_model(settings, on_progress=lambda p: _epoch_line(out, p))
+    how = f"trained in {model.seconds:.0f} s" if model.trained_now else "cached"
+    out.line(f"model ready ({how}): {model.path}")
+
+
+def _epoch_line(out: Reporter, progress: Any) -> None:
+    if progress.step == progress.steps:
+        out.line(f"  {progress.message}")
+
+
 def demo(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(min=1, help="How long to stream.")] = 20.0,
@@ -73,6 +93,7 @@ def demo(
     assert isinstance(state, CliState)
     base = load_settings(state.overrides)
     out = Reporter(interactive=False)
+    _model_ready(out, base)
     info = launcher.up(base)
     settings = info.apply_to(base)
     out.line(

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
 from memberpulse.models.contract import ADD_TO_CART, BROWSE, CLICK, PURCHASE, SEARCH
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, parse_ts
@@ -121,6 +122,24 @@ class Settings(BaseSettings):
     churn_rearm_threshold: float = Field(0.5, gt=0, lt=1)
     churn_cooldown_days: float = Field(7.0, ge=0)
 
+    # --- Training (memberpulse train; sizes fit 2 CPU cores, raise them for a GPU) ------
+    train_hidden: int = Field(64, ge=8, description="transformer width")
+    train_layers: int = Field(2, ge=1)
+    train_heads: int = Field(4, ge=1)
+    train_ffn: int = Field(128, ge=8, description="feed-forward width")
+    train_dropout: float = Field(0.1, ge=0, lt=1)
+    train_epochs: int = Field(20, ge=1)
+    train_batch_size: int = Field(256, ge=1)
+    train_learning_rate: float = Field(2e-3, gt=0)
+    train_patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
+    train_horizon_days: int = Field(30, ge=1, description="churn / spend horizon H")
+    train_sequence_length: int = Field(32, ge=1, description="latest events the model reads")
+    train_stride_days: int = Field(7, ge=1, description="days between training cutoffs")
+    train_min_item_count: int = Field(2, ge=1, description="rarer items share hash buckets")
+    train_hash_buckets: int = Field(256, ge=0)
+    train_price_buckets: int = Field(16, ge=2)
+    train_threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+
     # --- Local stack ---------------------------------------------------------------
     stack_kafka_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     stack_redis_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
@@ -190,6 +209,34 @@ class Settings(BaseSettings):
             session_gap_ms=self.state_session_gap_ms,
             exclusion_days=self.state_exclusion_days,
             max_recent_purchases=self.state_max_recent_purchases,
+        )
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """The training configuration; `overrides` are TrainConfig fields (e.g. seed)."""
+        network = NetworkConfig(
+            hidden=self.train_hidden,
+            layers=self.train_layers,
+            heads=self.train_heads,
+            ffn=self.train_ffn,
+            dropout=self.train_dropout,
+        )
+        dataset = DatasetConfig(
+            horizon_days=overrides.pop("horizon_days", self.train_horizon_days),
+            sequence_length=self.train_sequence_length,
+            stride_days=self.train_stride_days,
+            min_item_count=self.train_min_item_count,
+            hash_buckets=self.train_hash_buckets,
+            price_buckets=self.train_price_buckets,
+        )
+        return TrainConfig(
+            network=network,
+            dataset=dataset,
+            epochs=overrides.pop("epochs", self.train_epochs),
+            batch_size=self.train_batch_size,
+            learning_rate=self.train_learning_rate,
+            patience=self.train_patience,
+            threads=self.train_threads,
+            **overrides,
         )
 
     @property

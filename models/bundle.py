@@ -1,0 +1,95 @@
+"""A trained model's directory: what `train` writes and `evaluate` / `export` read.
+
+    DIR/model.pt            state dict + the arguments that rebuild the network
+    DIR/config.json         training config, time window, cutoffs, schema hash
+    DIR/feature_spec.json   vocabularies, bucket edges, normalisation stats
+    DIR/baselines.json      the RFM logistic regression and item popularity (same split)
+    DIR/metrics.json        validation metrics of the model and the baselines
+    DIR/*.png               loss, ROC, calibration and recall@K plots
+
+Loading checks that the spec was built by this encoder (`schema_hash`), so a model
+encoded differently is refused with a clear error instead of scoring garbage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from memberpulse.models.features import FeatureSpec, schema_hash
+from memberpulse.models.network import MemberTransformer
+
+MODEL_FILE: Final = "model.pt"
+CONFIG_FILE: Final = "config.json"
+SPEC_FILE: Final = "feature_spec.json"
+BASELINES_FILE: Final = "baselines.json"
+METRICS_FILE: Final = "metrics.json"
+
+
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A loaded model directory."""
+
+    path: Path
+    model: MemberTransformer
+    spec: FeatureSpec
+    config: dict[str, Any]
+    baselines: dict[str, Any]
+
+    @property
+    def horizon_days(self) -> int:
+        """The churn/spend horizon the model was trained for."""
+        return int(self.config["dataset"]["horizon_days"])
+
+
+def save_bundle(
+    path: Path,
+    model: MemberTransformer,
+    spec: FeatureSpec,
+    config: dict[str, Any],
+    baselines: dict[str, Any],
+) -> None:
+    """Write a model directory (metrics and plots are written separately)."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "args": model.bundle_args()}, path / MODEL_FILE)
+    spec.save(path / SPEC_FILE)
+    _write_json(path / CONFIG_FILE, config)
+    _write_json(path / BASELINES_FILE, baselines)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a model directory written by `train`; refuse one from another encoder."""
+    path = Path(path)
+    missing = [f for f in (MODEL_FILE, SPEC_FILE, CONFIG_FILE) if not (path / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a trained model directory: missing {missing}")
+    spec = FeatureSpec.load(path / SPEC_FILE)
+    if spec.schema != schema_hash():
+        raise ValueError(
+            f"{path}: feature schema {spec.schema!r} does not match this encoder's "
+            f"{schema_hash()!r}; retrain the model with this version"
+        )
+    checkpoint = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
+    model = MemberTransformer.from_bundle_args(checkpoint["args"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    config = json.loads((path / CONFIG_FILE).read_text())
+    baselines_path = path / BASELINES_FILE
+    baselines = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
+    return Bundle(path, model, spec, config, baselines)
+
+
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    _write_json(path, value)

@@ -1,0 +1,111 @@
+"""`memberpulse evaluate`: score every member as of time T with events before T only.
+
+Labels come from [T, T + H). `active_days` D adds the same report restricted to members
+active in the D days before T. With the `leave-one-out` protocol the next-item metrics
+follow the sequential-recommendation literature instead (each member's last event is the
+target, full ranking over the catalogue); churn and spend stay on the time protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import numpy as np
+
+from memberpulse.models.bundle import Bundle
+from memberpulse.models.config import Protocol, TrainConfig
+from memberpulse.models.dataset import OUTSIDE, Samples, build_samples
+from memberpulse.models.eventlog import EventLog
+from memberpulse.models.features import concat, encode
+from memberpulse.models.fold import fold
+from memberpulse.models.report import evaluate_samples
+from memberpulse.models.snapshot import StateSpec
+from memberpulse.models.timeutil import MS_PER_DAY, to_iso
+from memberpulse.models.train import pick_device
+
+LOO_TARGET: Final = 1  # leave-one-out: the last event is the test target
+
+
+def default_at(log: EventLog, horizon_days: int) -> int:
+    """The log's last timestamp minus the horizon: the latest T with a full label window."""
+    return log.end - horizon_days * MS_PER_DAY
+
+
+def evaluate(
+    bundle: Bundle,
+    log: EventLog,
+    at: int | None = None,
+    horizon_days: int | None = None,
+    active_days: float | None = None,
+    protocol: Protocol = "time",
+) -> dict[str, Any]:
+    """The evaluation report (the JSON of `memberpulse evaluate --json`)."""
+    horizon = bundle.horizon_days if horizon_days is None else horizon_days
+    at = default_at(log, horizon) if at is None else at
+    until = int(bundle.config["until"])
+    if at < until and protocol == "time":
+        raise ValueError(
+            f"--at {to_iso(at)} is before the end of the model's training data "
+            f"({to_iso(until)}): its features or labels were seen in training"
+        )
+    if at + horizon * MS_PER_DAY > log.end + 1:
+        raise ValueError(
+            f"the log ends at {to_iso(log.end)}, before T + H = "
+            f"{to_iso(at + horizon * MS_PER_DAY)}: the label window is incomplete"
+        )
+    state = StateSpec(**bundle.config["state"])
+    config = TrainConfig()  # evaluation batch size only
+    device = pick_device()
+    samples = build_samples(log, [at], horizon, bundle.spec, state)
+    report, _ = evaluate_samples(
+        bundle.model, samples, bundle.spec, bundle.baselines, config, device
+    )
+    if active_days is not None:
+        active = samples.take(np.flatnonzero(samples.idle_days <= active_days))
+        sub, _ = evaluate_samples(
+            bundle.model, active, bundle.spec, bundle.baselines, config, device
+        )
+        report["active"] = {"days": active_days, **sub}
+    if protocol == "leave-one-out":
+        loo = leave_one_out_samples(log, bundle, state)
+        loo_report, _ = evaluate_samples(
+            bundle.model, loo, bundle.spec, bundle.baselines, config, device
+        )
+        report["next_item"] = loo_report["next_item"]
+        if at < until:  # the model saw [T, until): churn and spend there would flatter it
+            for task in ("churn", "spend"):
+                report[task] = {"skipped": f"T {to_iso(at)} lies in the training window"}
+    report.update(at=to_iso(at), horizon_days=horizon, protocol=protocol, model=str(bundle.path))
+    return report
+
+
+def leave_one_out_samples(log: EventLog, bundle: Bundle, state: StateSpec) -> Samples:
+    """One sample per member with ≥ 2 events: features before its last event, target it."""
+    spec = bundle.spec
+    catalogue = {item: i for i, item in enumerate(spec.items)}
+    members, snaps, targets, nows = [], [], [], []
+    for member in log.iter_members():
+        rows = log.rows(member)
+        if rows.stop - rows.start <= LOO_TARGET:
+            continue
+        events = log.events(member)
+        target = events[-LOO_TARGET]
+        members.append(member)
+        snaps.append(fold(events[:-LOO_TARGET], target.ts, state))
+        targets.append(catalogue.get(target.item_id, OUTSIDE))
+        nows.append(target.ts)
+    if not snaps:
+        raise ValueError("leave-one-out needs members with at least two events")
+    features = concat([encode([snap], now, spec) for snap, now in zip(snaps, nows, strict=True)])
+    n = len(snaps)
+    return Samples(
+        features,
+        churn=np.zeros(n, dtype=np.float32),
+        spend=np.zeros(n, dtype=np.float32),
+        next_item=np.array(targets, dtype=np.int64),
+        member=np.array(members, dtype=np.int64),
+        cutoff=np.array(nows, dtype=np.int64),
+        rfm=np.zeros((n, 4), dtype=np.float64),
+        idle_days=np.zeros(n, dtype=np.float64),
+        raw=np.zeros((n, len(spec.agg_mean)), dtype=np.float64),
+    )

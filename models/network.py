@@ -1,0 +1,186 @@
+"""The member-sequence transformer: recent events + member aggregates → churn, next item, spend.
+
+Per event, the embedding is item + type + age bucket + gap bucket + price bucket +
+category; the aggregate vector becomes one extra leading token. A `transformers` BERT
+encoder (built from a config, never downloaded) reads the L + 1 tokens; the member is
+the aggregate token's output joined with the latest event's output. Heads:
+
+- churn: a logit (probability of no purchase within the horizon);
+- next item: scores over the real catalogue only, the query dotted with the item
+  embedding table's catalogue rows (tied weights; PAD, UNK and hash buckets are never
+  ranked);
+- spend: the log of the expected spend over the horizon, in units of `spend_scale`
+  (trained with a Poisson loss, whose minimiser is the mean).
+
+`forward` has no Python branching on tensor values, so it exports to ONNX as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from transformers import BertConfig, BertModel
+
+from memberpulse.models.config import NetworkConfig
+from memberpulse.models.contract import EVENT_TYPES
+from memberpulse.models.features import AGGREGATES, FIRST_ID, TIME_BUCKETS, FeatureSpec
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Embedding table sizes, from the feature spec (saved with the checkpoint)."""
+
+    n_item_ids: int
+    first_item: int
+    n_categories: int
+    n_price_buckets: int
+    sequence_length: int
+    n_aggregates: int = len(AGGREGATES)
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> Vocabulary:
+        """The sizes a spec implies."""
+        return cls(
+            spec.n_item_ids,
+            spec.first_item,
+            spec.n_categories,
+            spec.n_price_buckets,
+            spec.sequence_length,
+        )
+
+    @property
+    def n_catalogue(self) -> int:
+        """Items the next-item head ranks."""
+        return self.n_item_ids - self.first_item
+
+
+class Outputs(NamedTuple):
+    """Raw head outputs: churn logit (B,), log expected spend (B,), item scores (B, N)."""
+
+    churn_logit: Tensor
+    spend_log: Tensor
+    item_scores: Tensor
+
+
+class MemberTransformer(nn.Module):
+    """The network; built from (NetworkConfig, Vocabulary) alone."""
+
+    def __init__(self, config: NetworkConfig, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.config, self.vocab = config, vocab
+        hidden = config.hidden
+        self.item = nn.Embedding(vocab.n_item_ids, hidden, padding_idx=0)
+        self.event_type = nn.Embedding(len(EVENT_TYPES) + 1, hidden, padding_idx=0)
+        self.age = nn.Embedding(TIME_BUCKETS, hidden, padding_idx=0)
+        self.gap = nn.Embedding(TIME_BUCKETS, hidden, padding_idx=0)
+        self.price = nn.Embedding(vocab.n_price_buckets, hidden, padding_idx=0)
+        self.category = nn.Embedding(vocab.n_categories, hidden, padding_idx=0)
+        self.aggregate = nn.Sequential(
+            nn.Linear(vocab.n_aggregates, hidden), nn.GELU(), nn.Linear(hidden, hidden)
+        )
+        bert = BertConfig(
+            vocab_size=FIRST_ID,  # unused: tokens come in as inputs_embeds
+            hidden_size=hidden,
+            num_hidden_layers=config.layers,
+            num_attention_heads=config.heads,
+            intermediate_size=config.ffn,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
+            max_position_embeddings=vocab.sequence_length + 1,
+            type_vocab_size=1,
+            is_decoder=config.causal,  # a causal mask; no cross-attention is added
+        )
+        self.encoder = BertModel(bert, add_pooling_layer=False)
+        self.trunk = nn.Sequential(
+            nn.Linear(2 * hidden, hidden),
+            nn.GELU(),
+            nn.LayerNorm(hidden),
+            nn.Dropout(config.dropout),
+        )
+        self.churn_head = nn.Linear(hidden, 1)
+        self.spend_head = nn.Linear(hidden, 1)
+        self.item_query = nn.Linear(hidden, hidden)
+        self.item_bias = nn.Parameter(torch.zeros(vocab.n_catalogue))
+
+    def forward(
+        self,
+        items: Tensor,
+        types: Tensor,
+        ages: Tensor,
+        gaps: Tensor,
+        prices: Tensor,
+        categories: Tensor,
+        mask: Tensor,
+        aggregates: Tensor,
+    ) -> Outputs:
+        """(B, L) ids and mask, (B, A) aggregates → `Outputs`."""
+        hidden = self.hidden(items, types, ages, gaps, prices, categories, mask, aggregates)
+        z = self.member(hidden, hidden[:, -1])  # (B, H): everything up to the latest event
+        return Outputs(
+            self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), self.item_scores(z)
+        )
+
+    def hidden(
+        self,
+        items: Tensor,
+        types: Tensor,
+        ages: Tensor,
+        gaps: Tensor,
+        prices: Tensor,
+        categories: Tensor,
+        mask: Tensor,
+        aggregates: Tensor,
+    ) -> Tensor:
+        """The encoder's output for the aggregate token and each event: (B, L + 1, H)."""
+        if items.dim() != 2 or items.shape[1] != self.vocab.sequence_length:
+            raise ValueError(
+                f"expected (B, {self.vocab.sequence_length}) item ids, got {tuple(items.shape)}"
+            )
+        events = (
+            self.item(items)
+            + self.event_type(types)
+            + self.age(ages)
+            + self.gap(gaps)
+            + self.price(prices)
+            + self.category(categories)
+        )  # (B, L, H)
+        member = self.aggregate(aggregates).unsqueeze(1)  # (B, 1, H)
+        tokens = torch.cat([member, events], dim=1)  # (B, L + 1, H)
+        attend = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1).to(torch.long)
+        output: Tensor = self.encoder(inputs_embeds=tokens, attention_mask=attend).last_hidden_state
+        return output
+
+    def member(self, hidden: Tensor, at: Tensor) -> Tensor:
+        """The member representation from the aggregate token and position(s) `at`."""
+        first = hidden[:, 0]  # (B, H)
+        if at.dim() == 3:  # (B, P, H): one representation per position
+            first = first.unsqueeze(1).expand_as(at)
+        joined: Tensor = self.trunk(torch.cat([first, at], dim=-1))
+        return joined
+
+    def item_scores(self, z: Tensor) -> Tensor:
+        """Scores over the real catalogue, (…, H) → (…, N), tied to the item embeddings."""
+        catalogue = self.item.weight[self.vocab.first_item :]  # (N, H)
+        scores: Tensor = self.item_query(z) @ catalogue.T + self.item_bias
+        return scores
+
+    def parameter_count(self) -> int:
+        """Trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def bundle_args(self) -> dict[str, object]:
+        """What a checkpoint stores to rebuild this network."""
+        return {"network": asdict(self.config), "vocabulary": asdict(self.vocab)}
+
+    @classmethod
+    def from_bundle_args(cls, args: dict[str, Any]) -> MemberTransformer:
+        """Rebuild from `bundle_args()`."""
+        return cls(NetworkConfig(**args["network"]), Vocabulary(**args["vocabulary"]))
+
+
+def to_tensors(columns: tuple[object, ...], device: torch.device) -> list[Tensor]:
+    """FeatureBatch columns (numpy) → tensors on `device` (ids stay int32)."""
+    return [torch.as_tensor(column, device=device) for column in columns]

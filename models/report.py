@@ -1,0 +1,168 @@
+"""Scoring a set of samples with a model and its baselines: the metrics and the plot data.
+
+Shared by `train` (validation window) and `evaluate` (the held-out time T), so both
+report the same numbers the same way. Next-item metrics rank the full catalogue; a
+target outside it counts as a miss; members with no event in the window are left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from memberpulse.models import metrics as m
+from memberpulse.models.baselines import (
+    LogisticRegression,
+    popularity_ranks,
+    recent_ranks,
+    rfm_features,
+)
+from memberpulse.models.config import TrainConfig
+from memberpulse.models.dataset import Samples
+from memberpulse.models.features import FeatureSpec
+from memberpulse.models.network import MemberTransformer
+
+TOP_K: Final = 10
+RECALL_KS: Final = (1, 5, 10, 20, 50, 100)
+CALIBRATION_BINS: Final = 10
+
+
+class Predictions(NamedTuple):
+    """Model outputs for a sample set."""
+
+    churn: NDArray[np.float64]  # probability
+    spend: NDArray[np.float64]  # expected spend over the horizon, currency units
+    ranks: NDArray[np.int64]  # 0-based rank of the next-item target (n_catalogue: none)
+
+
+class Curves(NamedTuple):
+    """What the plots draw."""
+
+    roc: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
+    aucs: dict[str, float]
+    calibration: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+    recall: dict[str, dict[int, float]]
+
+
+@torch.no_grad()
+def predict(
+    model: MemberTransformer, samples: Samples, batch_size: int, device: torch.device
+) -> Predictions:
+    """Churn probability, expected spend and next-item target ranks, batch by batch."""
+    model.eval().to(device)
+    churn, spend, ranks = [], [], []
+    targets = np.where(samples.next_item >= 0, samples.next_item, -1)
+    scale = model.config.spend_scale
+    for start in range(0, len(samples), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(samples)))
+        columns = samples.features.take(rows)
+        inputs = [torch.as_tensor(column, device=device) for column in columns]
+        out = model(*inputs)
+        churn.append(torch.sigmoid(out.churn_logit.float()).cpu().numpy())
+        spend.append((torch.exp(out.spend_log.float()) * scale).cpu().numpy())
+        scores = out.item_scores.float().cpu().numpy()
+        ranks.append(m.ranks_of_targets(scores, targets[rows]))
+    return Predictions(
+        np.concatenate(churn).astype(np.float64),
+        np.concatenate(spend).astype(np.float64),
+        np.concatenate(ranks).astype(np.int64),
+    )
+
+
+def evaluate_samples(
+    model: MemberTransformer,
+    samples: Samples,
+    spec: FeatureSpec,
+    baselines: dict[str, Any],
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[dict[str, Any], Curves]:
+    """Model and baseline metrics on `samples` (the JSON layout of `memberpulse evaluate`)."""
+    pred = predict(model, samples, config.eval_batch_size, device)
+    y = samples.churn.astype(np.float64)
+    rfm = LogisticRegression.from_dict(baselines["rfm"])
+    rfm_prob = rfm.predict_proba(rfm_features(*samples.rfm.T))
+    both = len(np.unique(y)) == 2
+    churn_model = _churn_metrics(y, pred.churn) if both else {}
+    churn_rfm = {"roc_auc": m.roc_auc(y, rfm_prob), "brier": m.brier(y, rfm_prob)} if both else {}
+
+    has_next = samples.next_item != -2
+    counts = np.asarray(baselines["item_counts"], dtype=np.int64)
+    targets = np.where(samples.next_item >= 0, samples.next_item, -1)[has_next]
+    histories = _histories(samples, spec)
+    ranks = {
+        "model": pred.ranks[has_next],
+        "popularity": popularity_ranks(counts, targets),
+        "recent": recent_ranks([histories[i] for i in np.flatnonzero(has_next)], targets, counts),
+    }
+    next_item = {name: _ranking(r) for name, r in ranks.items()}
+    metrics = {
+        "n_members": len(samples),
+        "churn_rate": float(y.mean()) if len(y) else None,
+        "churn": {"model": churn_model, "baselines": {"rfm": churn_rfm}},
+        "next_item": {
+            "model": next_item["model"],
+            "baselines": {k: next_item[k] for k in ("popularity", "recent")},
+            "n_targets": int(has_next.sum()),
+            "catalogue": len(spec.items),
+        },
+        "spend": {
+            "model": {
+                "mae": m.mae(samples.spend, pred.spend),
+                "rmse": m.rmse(samples.spend, pred.spend),
+            },
+            "mean_actual": float(samples.spend.mean()),
+        },
+    }
+    curves = Curves(
+        roc={"model": m.roc_curve(y, pred.churn), "rfm": m.roc_curve(y, rfm_prob)} if both else {},
+        aucs={
+            "model": churn_model.get("roc_auc", float("nan")),
+            "rfm": churn_rfm.get("roc_auc", float("nan")),
+        },
+        calibration=m.calibration_curve(y, pred.churn, CALIBRATION_BINS),
+        recall={name: m.recall_curve(r, RECALL_KS) for name, r in ranks.items()},
+    )
+    return metrics, curves
+
+
+def _churn_metrics(y: NDArray[np.float64], prob: NDArray[np.float64]) -> dict[str, float]:
+    return {
+        "roc_auc": m.roc_auc(y, prob),
+        "pr_auc": m.pr_auc(y, prob),
+        "brier": m.brier(y, prob),
+        "ece": m.ece(y, prob, CALIBRATION_BINS),
+    }
+
+
+def _ranking(ranks: NDArray[np.int64]) -> dict[str, float]:
+    if not len(ranks):
+        return {f"recall@{TOP_K}": float("nan"), f"ndcg@{TOP_K}": float("nan")}
+    return {
+        f"recall@{TOP_K}": m.recall_at_k(ranks, TOP_K),
+        f"ndcg@{TOP_K}": m.ndcg_at_k(ranks, TOP_K),
+    }
+
+
+def _histories(samples: Samples, spec: FeatureSpec) -> list[NDArray[np.int64]]:
+    """Each member's recent items as catalogue positions, oldest first (−1: not in it)."""
+    items = samples.features.items.astype(np.int64)
+    mask = samples.features.mask
+    positions = np.where(items >= spec.first_item, items - spec.first_item, -1)
+    return [row[keep] for row, keep in zip(positions, mask, strict=True)]
+
+
+def write_plots(out: Path, history: dict[str, list[float]], curves: Curves) -> list[Path]:
+    """Loss, ROC, calibration and recall@K plots as PNG files in `out`."""
+    from memberpulse.models import plots  # matplotlib only when plotting
+
+    written = [plots.plot_loss_curves(history, out / "loss.png")] if history else []
+    if curves.roc:
+        written.append(plots.plot_roc(curves.roc, curves.aucs, out / "roc.png"))
+    written.append(plots.plot_calibration(*curves.calibration, out / "calibration.png"))
+    written.append(plots.plot_recall_at_k(curves.recall, out / "recall_at_k.png"))
+    return written

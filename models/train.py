@@ -1,0 +1,300 @@
+"""`memberpulse train`: event log → point-in-time samples → a trained model directory.
+
+Seeded and reproducible, CPU by default, CUDA with bf16 autocast when present. One
+validation pass per epoch; the best epoch by validation loss is kept and training stops
+after `patience` epochs without improvement. The RFM baseline is fitted on the very
+training samples the network sees, so the comparison in `metrics.json` is like for like.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+from torch.nn import functional as F
+
+from memberpulse.models.baselines import LogisticRegression, rfm_features
+from memberpulse.models.bundle import METRICS_FILE, save_bundle, write_json
+from memberpulse.models.config import TrainConfig
+from memberpulse.models.dataset import (
+    Samples,
+    build_samples,
+    build_vocabulary,
+    time_split,
+    with_normalisation,
+)
+from memberpulse.models.eventlog import EventLog
+from memberpulse.models.features import FeatureBatch, schema_hash
+from memberpulse.models.network import MemberTransformer, Outputs, Vocabulary
+from memberpulse.models.report import evaluate_samples, write_plots
+from memberpulse.models.snapshot import StateSpec
+from memberpulse.models.timeutil import to_iso
+
+_ITEMS, _MASK = FeatureBatch._fields.index("items"), FeatureBatch._fields.index("mask")
+_IGNORE = -100  # cross-entropy target of rows/positions without a catalogue item
+LOO_HELD_OUT = 2  # leave-one-out: each member's last event tests, the one before validates
+
+
+class Progress(NamedTuple):
+    """One training step or epoch, for whoever draws progress."""
+
+    epoch: int
+    step: int
+    steps: int
+    message: str
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    out: Path
+    epochs_run: int
+    best_epoch: int
+    parameters: int
+    seconds: float
+    metrics: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def pick_device() -> torch.device:
+    """CUDA when torch can use it, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch (CPU and CUDA)."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # numpy draws use explicit Generators, never global state
+
+
+def train(
+    log: EventLog,
+    out: Path,
+    config: TrainConfig,
+    state: StateSpec,
+    until: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TrainResult:
+    """Train on events before `until` (default: the whole log) and write a model to `out`."""
+    started = time.perf_counter()
+    report = on_progress or (lambda _: None)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    until = log.end + 1 if until is None else until
+    seen = log.without_last(LOO_HELD_OUT) if config.protocol == "leave-one-out" else log
+    horizon = config.dataset.horizon_days
+    train_cuts, valid_cut = time_split(seen, until, config.dataset)
+    report(Progress(0, 0, 0, f"building samples at {len(train_cuts)} training cutoffs"))
+    spec = build_vocabulary(seen, until, config.dataset, state)
+    train_set = build_samples(seen, train_cuts, horizon, spec, state)
+    spec = with_normalisation(spec, train_set.raw)
+    train_set = train_set.normalised(spec)
+    valid_set = build_samples(seen, [valid_cut], horizon, spec, state)
+    report(
+        Progress(0, 0, 0, f"{len(train_set):,} training and {len(valid_set):,} validation samples")
+    )
+
+    device = pick_device()
+    model = MemberTransformer(config.network, Vocabulary.of(spec)).to(device)
+    history, best_epoch, epochs_run = _fit(model, train_set, valid_set, config, device, report)
+
+    rfm = LogisticRegression().fit(rfm_features(*train_set.rfm.T), train_set.churn)
+    popularity = np.bincount(
+        train_set.next_item[train_set.next_item >= 0], minlength=len(spec.items)
+    )
+    item_counts = _catalogue_counts(seen, until, spec.items)
+    baselines = {"rfm": rfm.to_dict(), "item_counts": item_counts.tolist()}
+    metrics, curves = evaluate_samples(model, valid_set, spec, baselines, config, device)
+    metrics["training"] = {
+        "samples": len(train_set),
+        "valid_samples": len(valid_set),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "parameters": model.parameter_count(),
+        "device": str(device),
+        "next_item_targets_in_train": int(popularity.sum()),
+    }
+    run_config = {
+        **asdict(config),
+        "until": until,
+        "until_iso": to_iso(until),
+        "train_cutoffs": train_cuts,
+        "valid_cutoff": valid_cut,
+        "log_start": log.start,
+        "state": asdict(state),
+        "schema": schema_hash(),
+    }
+    save_bundle(out, model.cpu(), spec, run_config, baselines)
+    write_json(out / METRICS_FILE, metrics)
+    write_plots(out, history, curves)
+    return TrainResult(
+        out,
+        epochs_run,
+        best_epoch,
+        model.parameter_count(),
+        time.perf_counter() - started,
+        metrics,
+        history,
+    )
+
+
+def _catalogue_counts(log: EventLog, until: int, items: tuple[str, ...]) -> NDArray[np.int64]:
+    """Interactions per catalogue item before `until` (the popularity baseline)."""
+    counts = np.bincount(log.items[log.ts < until], minlength=len(log.item_names))
+    position = {name: i for i, name in enumerate(log.item_names)}
+    return np.array([counts[position[item]] for item in items], dtype=np.int64)
+
+
+def _fit(
+    model: MemberTransformer,
+    train_set: Samples,
+    valid_set: Samples,
+    config: TrainConfig,
+    device: torch.device,
+    report: Callable[[Progress], None],
+) -> tuple[dict[str, list[float]], int, int]:
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.learning_rate, total_steps=total, pct_start=0.1
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history: dict[str, list[float]] = {"train_loss": [], "valid_loss": []}
+    best, best_epoch, best_state, stale = math.inf, 0, None, 0
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_set), generator=generator).numpy()
+        running = 0.0
+        for step, rows in enumerate(_chunks(order, config.batch_size), start=1):
+            batch = _batch(train_set, rows, device)
+            with _autocast(device):
+                loss = _loss(model, batch, config, dense=True)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            running += float(loss.detach())
+            report(Progress(epoch, step, steps_per_epoch, f"loss {running / step:.4f}"))
+        valid_loss = _evaluate_loss(model, valid_set, config, device)
+        history["train_loss"].append(running / max(steps_per_epoch, 1))
+        history["valid_loss"].append(valid_loss)
+        improved = valid_loss < best
+        if improved:
+            best, best_epoch, stale = valid_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        report(
+            Progress(
+                epoch,
+                steps_per_epoch,
+                steps_per_epoch,
+                f"epoch {epoch}: train {history['train_loss'][-1]:.4f} "
+                f"valid {valid_loss:.4f}{' (best)' if improved else ''}",
+            )
+        )
+        if stale >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history, best_epoch, epoch
+
+
+class _Batch(NamedTuple):
+    inputs: list[Tensor]
+    churn: Tensor
+    spend: Tensor
+    next_item: Tensor
+
+
+def _batch(samples: Samples, rows: NDArray[np.int64], device: torch.device) -> _Batch:
+    features: FeatureBatch = samples.features.take(rows)
+    return _Batch(
+        [torch.as_tensor(column, device=device) for column in features],
+        torch.as_tensor(samples.churn[rows], device=device),
+        torch.as_tensor(samples.spend[rows], device=device),
+        torch.as_tensor(samples.next_item[rows], device=device),
+    )
+
+
+def _chunks(order: NDArray[np.int64], size: int) -> Iterator[NDArray[np.int64]]:
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _loss(model: MemberTransformer, batch: _Batch, config: TrainConfig, dense: bool) -> Tensor:
+    hidden = model.hidden(*batch.inputs)
+    z = model.member(hidden, hidden[:, -1])
+    outputs = Outputs(
+        model.churn_head(z).squeeze(-1), model.spend_head(z).squeeze(-1), model.item_scores(z)
+    )
+    loss = _head_loss(outputs, batch, config)
+    positions = min(config.dense_positions, model.vocab.sequence_length - 1)
+    if dense and positions > 0:
+        loss = loss + config.dense_weight * _dense_loss(model, hidden, batch, positions)
+    return loss
+
+
+def _dense_loss(model: MemberTransformer, hidden: Tensor, batch: _Batch, positions: int) -> Tensor:
+    """Each of the last `positions` events predicted from the events before it."""
+    # Token j + 1 is event j; event j's output predicts event j + 1.
+    context = hidden[:, -positions - 1 : -1]  # (B, P, H)
+    items = batch.inputs[_ITEMS][:, -positions:].to(torch.long)  # (B, P) embedding ids
+    first = model.vocab.first_item
+    previous_real = batch.inputs[_MASK][:, -positions - 1 : -1]  # the context is an event
+    known = (items >= first) & previous_real
+    targets = torch.where(known, items - first, _IGNORE)
+    scores = model.item_scores(model.member(hidden, context)).float()  # (B, P, N)
+    total = F.cross_entropy(
+        scores.flatten(0, 1), targets.flatten(), ignore_index=_IGNORE, reduction="sum"
+    )
+    return total / known.sum().clamp(min=1)
+
+
+def _head_loss(outputs: Outputs, batch: _Batch, config: TrainConfig) -> Tensor:
+    churn = F.binary_cross_entropy_with_logits(outputs.churn_logit.float(), batch.churn)
+    rate = batch.spend / config.network.spend_scale
+    spend = F.poisson_nll_loss(outputs.spend_log.float(), rate, log_input=True, full=False)
+    known = batch.next_item >= 0
+    scores = outputs.item_scores.float()
+    # Rows without a catalogue target contribute nothing (ignore_index), never NaN.
+    targets = torch.where(known, batch.next_item, _IGNORE)
+    items = F.cross_entropy(scores, targets, ignore_index=_IGNORE, reduction="sum")
+    items = items / known.sum().clamp(min=1)
+    return churn + config.next_item_weight * items + config.spend_weight * spend
+
+
+@torch.no_grad()
+def _evaluate_loss(
+    model: MemberTransformer, samples: Samples, config: TrainConfig, device: torch.device
+) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for rows in _chunks(np.arange(len(samples)), config.eval_batch_size):
+        batch = _batch(samples, rows, device)
+        with _autocast(device):
+            loss = _loss(model, batch, config, dense=False)
+        total += float(loss) * len(rows)
+        n += len(rows)
+    return total / max(n, 1)

@@ -1,0 +1,116 @@
+"""End to end: simulate → train a tiny model → evaluate it, through the CLI (time reported)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memberpulse.models.bundle import METRICS_FILE, load_bundle
+from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+from memberpulse.models.eventlog import load_events
+from memberpulse.models.features import schema_hash
+from memberpulse.models.snapshot import StateSpec
+from memberpulse.models.timeutil import MS_PER_DAY, to_iso
+from memberpulse.models.train import train
+from memberpulse.streams.cli import app
+from memberpulse.streams.simulate import SimConfig, simulate_to_file
+
+TINY = [
+    "--set", "train_hidden=16", "--set", "train_heads=2", "--set", "train_ffn=32",
+    "--set", "train_layers=1", "--set", "train_sequence_length=16",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sim") / "events.parquet"
+    simulate_to_file(SimConfig(members=400, days=100, seed=3), path)
+    return path
+
+
+def test_train_and_evaluate_end_to_end(
+    log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = CliRunner()
+    log = load_events(log_path)
+    horizon = 20
+    until = log.end - horizon * MS_PER_DAY
+    out = tmp_path / "model"
+    started = time.perf_counter()
+    trained = runner.invoke(
+        app,
+        [*TINY, "--home", str(tmp_path / "home"), "train", "--events", str(log_path),
+         "--out", str(out), "--until", to_iso(until), "--horizon-days", str(horizon),
+         "--epochs", "2", "--seed", "1"],
+    )  # fmt: skip
+    train_s = time.perf_counter() - started
+    assert trained.exit_code == 0, trained.output
+    assert "validation churn: ROC-AUC" in trained.output
+    for name in ("model.pt", "config.json", "feature_spec.json", METRICS_FILE, "loss.png",
+                 "roc.png", "calibration.png", "recall_at_k.png"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    bundle = load_bundle(out)
+    assert bundle.spec.schema == schema_hash()
+    assert bundle.config["until"] == until
+    assert max(bundle.config["train_cutoffs"]) + 2 * horizon * MS_PER_DAY <= until
+
+    started = time.perf_counter()
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", "--model", str(out), "--events", str(log_path), "--json",
+         "--active-days", "14"],
+    )  # fmt: skip
+    eval_s = time.perf_counter() - started
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.output)
+    assert report["at"] == to_iso(until)
+    assert report["horizon_days"] == horizon
+    assert report["protocol"] == "time"
+    assert 0 < report["n_members"] <= 400
+    assert 0 < report["churn_rate"] < 1
+    for key in ("roc_auc", "pr_auc", "brier", "ece"):
+        assert 0 <= report["churn"]["model"][key] <= 1
+    assert 0 <= report["churn"]["baselines"]["rfm"]["roc_auc"] <= 1
+    for name in ("popularity", "recent"):
+        assert 0 <= report["next_item"]["baselines"][name]["recall@10"] <= 1
+    assert 0 <= report["next_item"]["model"]["ndcg@10"] <= report["next_item"]["model"]["recall@10"]
+    assert report["spend"]["model"]["mae"] >= 0
+    assert report["active"]["n_members"] <= report["n_members"]
+    with capsys.disabled():
+        print(f"\n[tiny model: train {train_s:.1f} s, evaluate {eval_s:.1f} s]")
+
+
+def test_evaluate_refuses_a_time_inside_the_training_window(log_path: Path, tmp_path: Path) -> None:
+    log = load_events(log_path)
+    config = TrainConfig(
+        network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
+        dataset=DatasetConfig(horizon_days=20, sequence_length=16),
+        epochs=1,
+    )
+    until = log.end - 20 * MS_PER_DAY
+    train(log, tmp_path / "m", config, StateSpec(), until)
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--model", str(tmp_path / "m"), "--events", str(log_path),
+         "--at", to_iso(until - MS_PER_DAY)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "seen in training" in str(result.exception)
+
+
+def test_seeded_training_is_reproducible(log_path: Path, tmp_path: Path) -> None:
+    log = load_events(log_path)
+    config = TrainConfig(
+        network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
+        dataset=DatasetConfig(horizon_days=20, sequence_length=16),
+        epochs=1,
+        seed=5,
+    )
+    first = train(log, tmp_path / "a", config, StateSpec())
+    second = train(log, tmp_path / "b", config, StateSpec())
+    assert first.history == second.history
+    assert first.metrics["churn"] == second.metrics["churn"]
