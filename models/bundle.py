@@ -5,6 +5,7 @@
     DIR/feature_spec.json   vocabularies, bucket edges, normalisation stats
     DIR/baselines.json      the RFM logistic regression and item popularity (same split)
     DIR/metrics.json        validation metrics of the model and the baselines
+    DIR/heldout.npz         the validation samples (features and labels), for export checks
     DIR/*.png               loss, ROC, calibration and recall@K plots
 
 Loading checks that the spec was built by this encoder (`schema_hash`), so a model
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
-from memberpulse.models.features import FeatureSpec, schema_hash
+from memberpulse.models.features import FeatureBatch, FeatureSpec, schema_hash
 from memberpulse.models.network import MemberTransformer
 
 MODEL_FILE: Final = "model.pt"
@@ -28,6 +31,7 @@ CONFIG_FILE: Final = "config.json"
 SPEC_FILE: Final = "feature_spec.json"
 BASELINES_FILE: Final = "baselines.json"
 METRICS_FILE: Final = "metrics.json"
+HELDOUT_FILE: Final = "heldout.npz"  # the validation samples: export's parity and accuracy checks
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +86,25 @@ def load_bundle(path: str | Path) -> Bundle:
     baselines_path = path / BASELINES_FILE
     baselines = json.loads(baselines_path.read_text()) if baselines_path.exists() else {}
     return Bundle(path, model, spec, config, baselines)
+
+
+def save_heldout(
+    path: Path, features: FeatureBatch, churn: NDArray[Any], next_item: NDArray[Any]
+) -> None:
+    """Write held-out samples (encoded features and labels) into a model directory."""
+    columns: dict[str, Any] = dict(zip(FeatureBatch._fields, features, strict=True))
+    columns.update(churn=churn, next_item=next_item)
+    np.savez_compressed(path / HELDOUT_FILE, allow_pickle=False, **columns)
+
+
+def load_heldout(path: Path) -> tuple[FeatureBatch, NDArray[Any], NDArray[Any]]:
+    """Held-out features, churn labels and next-item targets of a model directory."""
+    file = path / HELDOUT_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"{path} has no {HELDOUT_FILE}: retrain it with this version")
+    with np.load(file) as data:
+        features = FeatureBatch._make(data[name] for name in FeatureBatch._fields)
+        return features, data["churn"], data["next_item"]
 
 
 def _write_json(path: Path, value: object) -> None:

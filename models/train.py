@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from memberpulse.models.baselines import LogisticRegression, rfm_features
-from memberpulse.models.bundle import METRICS_FILE, save_bundle, write_json
+from memberpulse.models.bundle import METRICS_FILE, save_bundle, save_heldout, write_json
 from memberpulse.models.config import TrainConfig
 from memberpulse.models.dataset import (
     Samples,
@@ -41,6 +41,7 @@ from memberpulse.models.timeutil import to_iso
 
 _ITEMS, _MASK = FeatureBatch._fields.index("items"), FeatureBatch._fields.index("mask")
 _IGNORE = -100  # cross-entropy target of rows/positions without a catalogue item
+WARMUP_SHARE = 0.1  # linear warm-up over this share of the steps, then cosine decay
 LOO_HELD_OUT = 2  # leave-one-out: each member's last event tests, the one before validates
 
 
@@ -136,6 +137,7 @@ def train(
         "schema": schema_hash(),
     }
     save_bundle(out, model.cpu(), spec, run_config, baselines)
+    save_heldout(out, valid_set.features, valid_set.churn, valid_set.next_item)
     write_json(out / METRICS_FILE, metrics)
     write_plots(out, history, curves)
     return TrainResult(
@@ -169,8 +171,14 @@ def _fit(
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total = steps_per_epoch * config.epochs
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.learning_rate, total_steps=total, pct_start=0.1
+    warmup = max(1, int(total * WARMUP_SHARE))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda step: (
+            min(1.0, (step + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+        ),
     )
     generator = torch.Generator().manual_seed(config.seed)
     history: dict[str, list[float]] = {"train_loss": [], "valid_loss": []}
