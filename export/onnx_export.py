@@ -1,0 +1,197 @@
+"""torch → ONNX: the serving graph, the model card, offline graph optimisation.
+
+The exported graph holds everything serving needs per member batch: churn probability,
+expected spend and the top-K catalogue items, with an `exclude` input of catalogue
+positions (−1 = none) whose scores are set to −inf before the top-K, so the worker drops
+recently bought items without fetching more than K. Batch and exclusion axes are dynamic.
+
+Next to `PATH` (the .onnx file) export writes `PATH.card.json` (also embedded in the
+ONNX metadata) and `PATH.spec.json` (the model's feature spec).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from memberpulse.models.bundle import Bundle, load_bundle
+from memberpulse.models.features import FeatureBatch, schema_hash
+from memberpulse.models.network import MemberTransformer
+
+INPUTS: Final = (*FeatureBatch._fields, "exclude")
+OUTPUTS: Final = ("churn", "spend", "top_items", "top_scores")
+OPSET: Final = 18
+CARD_SUFFIX: Final = ".card.json"
+SPEC_SUFFIX: Final = ".spec.json"
+CARD_METADATA_KEY: Final = "memberpulse_card"
+EXAMPLE_BATCH: Final = 4
+
+
+class ServingGraph(nn.Module):
+    """The network with the serving post-processing inside the graph."""
+
+    def __init__(self, model: MemberTransformer, top_k: int) -> None:
+        super().__init__()
+        if not 0 < top_k <= model.vocab.n_catalogue:
+            raise ValueError(f"top_k must be in 1..{model.vocab.n_catalogue}, got {top_k}")
+        self.model = model
+        self.top_k = top_k
+
+    def forward(
+        self,
+        items: Tensor,
+        types: Tensor,
+        ages: Tensor,
+        gaps: Tensor,
+        prices: Tensor,
+        categories: Tensor,
+        mask: Tensor,
+        aggregates: Tensor,
+        exclude: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Features + (B, E) excluded catalogue positions → churn, spend, top-K ids/scores."""
+        out = self.model(items, types, ages, gaps, prices, categories, mask, aggregates)
+        churn = torch.sigmoid(out.churn_logit)  # (B,)
+        spend = torch.exp(out.spend_log) * self.model.config.spend_scale  # (B,)
+        scores = out.item_scores  # (B, N)
+        n = scores.shape[1]
+        # One spare column takes the −1 ("no exclusion") entries, then is cut off again.
+        padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)  # (B, N + 1)
+        index = torch.where(exclude < 0, torch.full_like(exclude, n), exclude)
+        padded = padded.scatter(1, index, float("-inf"))
+        top_scores, top_items = torch.topk(padded[:, :n], self.top_k, dim=1)  # (B, K)
+        return churn, spend, top_items, top_scores
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Where export wrote the model and its card."""
+
+    onnx: Path
+    card: Path
+    spec: Path
+    card_data: dict[str, Any]
+
+
+def example_inputs(
+    bundle: Bundle, batch: int = EXAMPLE_BATCH, excluded: int = 2
+) -> tuple[Tensor, ...]:
+    """Valid dummy inputs of the model's shapes (for tracing and warm-up)."""
+    length = bundle.spec.sequence_length
+    ids = tuple(torch.ones(batch, length, dtype=torch.int32) for _ in range(6))
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    aggregates = torch.zeros(batch, len(bundle.spec.agg_mean), dtype=torch.float32)
+    exclude = torch.full((batch, excluded), -1, dtype=torch.int64)
+    return (*ids, mask, aggregates, exclude)
+
+
+def card_path(onnx_path: Path) -> Path:
+    """The model card written beside an ONNX file."""
+    return onnx_path.with_name(onnx_path.name + CARD_SUFFIX)
+
+
+def spec_path(onnx_path: Path) -> Path:
+    """The feature spec written beside an ONNX file."""
+    return onnx_path.with_name(onnx_path.name + SPEC_SUFFIX)
+
+
+def export_graph(bundle: Bundle, path: Path, top_k: int) -> None:
+    """Write the serving graph of `bundle` to `path` (dynamic batch and exclusion axes)."""
+    graph = ServingGraph(bundle.model.eval(), top_k).eval()
+    batch, excluded = torch.export.Dim("batch"), torch.export.Dim("excluded")
+    dynamic = (*tuple({0: batch} for _ in FeatureBatch._fields), {0: batch, 1: excluded})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(
+            graph,
+            example_inputs(bundle),
+            str(path),
+            dynamo=True,
+            opset_version=OPSET,
+            dynamic_shapes=dynamic,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            verbose=False,
+        )
+
+
+def optimise(path: Path) -> None:
+    """Replace `path` with onnxruntime's offline-optimised graph (portable level)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # EXTENDED fuses attention/GELU/LayerNorm with contrib ops every provider has; the
+    # ALL level adds layout changes tied to the CPU it ran on, so it stays online only.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    tmp = path.with_suffix(".opt.onnx")
+    options.optimized_model_filepath = str(tmp)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    tmp.replace(path)
+
+
+def embed_card(path: Path, card: dict[str, Any]) -> None:
+    """Store the card JSON in the ONNX file's metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card, sort_keys=True)
+    onnx.save(model, str(path))
+
+
+def base_card(bundle: Bundle, top_k: int, version: str) -> dict[str, Any]:
+    """The card fields known before any check ran."""
+    config = bundle.config
+    metrics_file = bundle.path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    return {
+        "version": version,
+        "feature_schema": schema_hash(),
+        "training": {
+            "log_start": config.get("log_start"),
+            "until": config.get("until"),
+            "until_iso": config.get("until_iso"),
+            "horizon_days": bundle.horizon_days,
+            "protocol": config.get("protocol"),
+            "seed": config.get("seed"),
+            "network": config.get("network"),
+        },
+        "metrics": metrics,
+        "export": {
+            "opset": OPSET,
+            "top_k": top_k,
+            "inputs": list(INPUTS),
+            "outputs": list(OUTPUTS),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "torch": torch.__version__,
+        },
+        "catalogue_size": len(bundle.spec.items),
+        "sequence_length": bundle.spec.sequence_length,
+    }
+
+
+def write_card(path: Path, card: dict[str, Any]) -> Path:
+    """Write the card beside the ONNX file and into its metadata."""
+    out = card_path(path)
+    out.write_text(json.dumps(card, indent=1, sort_keys=True, default=_plain))
+    embed_card(path, json.loads(json.dumps(card, default=_plain)))
+    return out
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_for_export(model_dir: Path) -> Bundle:
+    """The trained model directory (refused when its encoder differs from this one)."""
+    return load_bundle(model_dir)

@@ -1,0 +1,158 @@
+"""Quantised variants: INT8 (dynamic quantisation, CPU) and FP16 (GPU), each with its cost.
+
+A variant is kept only when it loses at most `MAX_AUC_LOSS` churn ROC-AUC against the
+fp32 export on the held-out window; its accuracy delta (ROC-AUC and recall@10) and its
+measured speed-up go into the card. FP16 is timed only where a CUDA provider loads;
+elsewhere the card says it was not measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from memberpulse.export.parity import Outputs, accuracy, onnx_outputs
+from memberpulse.export.scorer import CPU, CUDA, loadable_providers
+from memberpulse.models.features import FeatureBatch
+
+MAX_AUC_LOSS: Final = 0.005
+SPEED_BATCH: Final = 256
+SPEED_REPEATS: Final = 5
+INT8: Final = "int8"
+FP16: Final = "fp16"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One quantised variant and what it costs."""
+
+    name: str
+    path: Path | None  # None when refused
+    provider: str
+    accuracy: dict[str, float]
+    delta: dict[str, float]  # variant minus fp32
+    speedup: float | None  # fp32 time / variant time at SPEED_BATCH, None: not measured
+    refused: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly record for the card."""
+        record = asdict(self)
+        record["path"] = None if self.path is None else self.path.name
+        return record
+
+
+def session(path: Path, providers: list[str]) -> Any:
+    """A quiet onnxruntime session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def quantize_int8(source: Path, target: Path) -> Path:
+    """Dynamic INT8 quantisation of MatMul weights (activations are quantised per batch)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The exporter's intermediate shape annotations disagree with onnx's strict shape
+    # inference, which the quantiser runs (seen: a Gemm over the aggregate vector, 73 vs
+    # 64): drop them and let it infer afresh. Gemm layers (the small heads) stay fp32.
+    model = onnx.load(str(source))
+    del model.graph.value_info[:]
+    clean = target.with_suffix(".noshapes.onnx")
+    onnx.save(model, str(clean))
+    try:
+        quantize_dynamic(
+            str(clean), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+        )
+    finally:
+        clean.unlink(missing_ok=True)
+    return target
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """FP16 weights and activations, fp32 inputs and outputs (the worker's arrays stay fp32)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+    return target
+
+
+def seconds_per_batch(sess: Any, features: FeatureBatch, exclude: np.ndarray[Any, Any]) -> float:
+    """Best-of-N wall time for one SPEED_BATCH batch."""
+    rows = slice(0, min(SPEED_BATCH, features.rows))
+    feed = {name: column[rows] for name, column in zip(FeatureBatch._fields, features, strict=True)}
+    feed["exclude"] = exclude[rows]
+    sess.run(None, feed)  # warm-up
+    best = float("inf")
+    for _ in range(SPEED_REPEATS):
+        started = time.perf_counter()
+        sess.run(None, feed)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def build_variants(
+    raw: Path,
+    fp32: Path,
+    features: FeatureBatch,
+    churn: np.ndarray[Any, Any],
+    next_item: np.ndarray[Any, Any],
+) -> tuple[dict[str, float], list[Variant]]:
+    """The fp32 accuracy and the INT8 and FP16 variants (made from the unoptimised `raw`
+    graph, written beside `fp32`)."""
+    none = np.full((features.rows, 1), -1, dtype=np.int64)
+    base_session = session(fp32, [CPU])
+    base = accuracy(onnx_outputs(base_session, features, none), churn, next_item)
+    base_time = seconds_per_batch(base_session, features, none)
+    variants = []
+
+    int8 = quantize_int8(raw, fp32.with_name(fp32.stem + ".int8.onnx"))
+    int8_session = session(int8, [CPU])
+    variants.append(
+        _judge(INT8, int8, CPU, onnx_outputs(int8_session, features, none), churn, next_item,
+               base, base_time / seconds_per_batch(int8_session, features, none))
+    )  # fmt: skip
+
+    fp16 = convert_fp16(raw, fp32.with_name(fp32.stem + ".fp16.onnx"))
+    gpu = CUDA in loadable_providers()
+    providers = [CUDA, CPU] if gpu else [CPU]
+    fp16_session = session(fp16, providers)
+    speedup = None
+    if gpu:
+        gpu_fp32 = session(fp32, providers)
+        speedup = seconds_per_batch(gpu_fp32, features, none) / seconds_per_batch(
+            fp16_session, features, none
+        )
+    variants.append(
+        _judge(FP16, fp16, providers[0], onnx_outputs(fp16_session, features, none), churn,
+               next_item, base, speedup)
+    )  # fmt: skip
+    return base, variants
+
+
+def _judge(
+    name: str,
+    path: Path,
+    provider: str,
+    outputs: Outputs,
+    churn: np.ndarray[Any, Any],
+    next_item: np.ndarray[Any, Any],
+    base: dict[str, float],
+    speedup: float | None,
+) -> Variant:
+    measured = accuracy(outputs, churn, next_item)
+    delta = {k: measured[k] - base[k] for k in base}
+    loss = -delta["churn_roc_auc"]
+    refused = None
+    if loss > MAX_AUC_LOSS:
+        refused = f"loses {loss:.4f} churn ROC-AUC (limit {MAX_AUC_LOSS})"
+        path.unlink(missing_ok=True)
+    return Variant(name, None if refused else path, provider, measured, delta, speedup, refused)
