@@ -11,8 +11,11 @@ ONNX metadata) and `PATH.spec.json` (the model's feature spec).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +35,7 @@ CARD_SUFFIX: Final = ".card.json"
 SPEC_SUFFIX: Final = ".spec.json"
 CARD_METADATA_KEY: Final = "memberpulse_card"
 EXAMPLE_BATCH: Final = 4
+_EXPORTER_NOISE: Final = (r".*isinstance\(treespec, LeafSpec\)", r"# The axis name")
 
 
 class ServingGraph(nn.Module):
@@ -108,7 +112,11 @@ def export_graph(bundle: Bundle, path: Path, top_k: int) -> None:
     batch, excluded = torch.export.Dim("batch"), torch.export.Dim("excluded")
     dynamic = (*tuple({0: batch} for _ in FeatureBatch._fields), {0: batch, 1: excluded})
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    # The exporter prints progress lines and raises deprecation warnings from torch's own
+    # internals (torch 2.13: LeafSpec, axis renaming); neither is actionable here.
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        for message in _EXPORTER_NOISE:
+            warnings.filterwarnings("ignore", message=message)
         torch.onnx.export(
             graph,
             example_inputs(bundle),

@@ -21,9 +21,6 @@ from typing import Any, Final
 from memberpulse.models.features import schema_hash
 from memberpulse.streams.settings import Settings
 
-DEFAULT_MEMBERS: Final = 4_000
-DEFAULT_DAYS: Final = 120
-DEFAULT_EPOCHS: Final = 6
 DEFAULT_SEED: Final = 0
 READY_FILE: Final = "READY"  # written last: a directory without it is a partial run
 
@@ -32,10 +29,19 @@ READY_FILE: Final = "READY"  # written last: a directory without it is a partial
 class Recipe:
     """The simulated population and epochs the default model is trained on."""
 
-    members: int = DEFAULT_MEMBERS
-    days: int = DEFAULT_DAYS
-    epochs: int = DEFAULT_EPOCHS
+    members: int
+    days: int
+    epochs: int
     seed: int = DEFAULT_SEED
+
+    @classmethod
+    def of(cls, settings: Settings) -> Recipe:
+        """The recipe the settings ask for."""
+        return cls(
+            settings.default_model_members,
+            settings.default_model_days,
+            settings.default_model_epochs,
+        )
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,9 @@ class DefaultModel:
     seconds: float
 
 
-def default_model_dir(settings: Settings, recipe: Recipe = Recipe()) -> Path:
+def default_model_dir(settings: Settings) -> Path:
     """The cache directory for the current encoder, training settings and recipe."""
+    recipe = Recipe.of(settings)
     config = settings.train_config(epochs=recipe.epochs, seed=recipe.seed)
     text = json.dumps(
         {
@@ -63,12 +70,11 @@ def default_model_dir(settings: Settings, recipe: Recipe = Recipe()) -> Path:
 
 
 def ensure_default_model(
-    settings: Settings,
-    recipe: Recipe = Recipe(),
-    on_progress: Callable[[Any], None] | None = None,
+    settings: Settings, on_progress: Callable[[Any], None] | None = None
 ) -> DefaultModel:
     """The cached default model, trained first when missing."""
-    path = default_model_dir(settings, recipe)
+    recipe = Recipe.of(settings)
+    path = default_model_dir(settings)
     if (path / READY_FILE).exists():
         return DefaultModel(path, False, 0.0)
     from memberpulse.models.eventlog import load_events

@@ -140,6 +140,18 @@ class Settings(BaseSettings):
     train_price_buckets: int = Field(16, ge=2)
     train_threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
 
+    # --- The default model (`make run` trains it once when no model exists) ------------
+    default_model_members: int = Field(4_000, ge=50, description="simulated members")
+    default_model_days: int = Field(120, ge=60, description="days of simulated history")
+    default_model_epochs: int = Field(6, ge=1)
+
+    # --- Models in service ----------------------------------------------------------
+    model_registry: Path | None = Field(
+        None, description="model registry root (default: <home>/models/registry)"
+    )
+    model_top_k: int = Field(20, ge=1, description="items per recommendation (in the graph)")
+    scorer_threads: int = Field(0, ge=0, description="onnxruntime threads (0: all cores)")
+
     # --- Local stack ---------------------------------------------------------------
     stack_kafka_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     stack_redis_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
@@ -238,6 +250,11 @@ class Settings(BaseSettings):
             threads=self.train_threads,
             **overrides,
         )
+
+    @property
+    def registry_root(self) -> Path:
+        """Where model versions live."""
+        return self.model_registry or self.home / "models" / "registry"
 
     @property
     def state_ttl_ms(self) -> int:

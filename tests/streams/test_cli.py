@@ -144,6 +144,14 @@ def test_simulate_to_kafka_without_a_broker_fails_clearly(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+#: A default model small enough for a test: 300 members, 1 epoch, a 16-wide network.
+TINY_DEFAULT_MODEL = (
+    "--set", "default_model_members=300", "--set", "default_model_epochs=1",
+    "--set", "train_hidden=16", "--set", "train_heads=2", "--set", "train_ffn=32",
+    "--set", "train_layers=1", "--set", "train_sequence_length=16",
+)  # fmt: skip
+
+
 def test_serving_imports_without_torch(tmp_path: Path) -> None:
     """Serving code must run from a plain install (no `train` extra): torch made unimportable."""
     script = textwrap.dedent(
@@ -155,11 +163,13 @@ def test_serving_imports_without_torch(tmp_path: Path) -> None:
         import memberpulse.streams as streams
         for module in pkgutil.walk_packages(streams.__path__, "memberpulse.streams."):
             importlib.import_module(module.name)
+        import memberpulse.export.scorer, memberpulse.export.registry  # the worker's side
         from typer.testing import CliRunner
         from memberpulse.streams.cli import app
         result = CliRunner().invoke(app, ["--help"])
         assert result.exit_code == 0, result.output
-        for path in (["stack", "--help"], ["simulate", "--help"], ["demo", "--help"]):
+        for path in (["stack", "--help"], ["simulate", "--help"], ["demo", "--help"],
+                     ["model", "--help"], ["train", "--help"], ["export", "--help"]):
             assert CliRunner().invoke(app, path).exit_code == 0
         print("ok", sorted(m for m in sys.modules if m.startswith("memberpulse")).__len__())
         """
@@ -180,8 +190,8 @@ def test_settings_are_plain_defaults_without_env(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.integration
 def test_demo_runs_end_to_end_and_stops_its_stack(tmp_path: Path) -> None:
-    result = run_cli("demo", "--seconds", "3", "--members", "300", "--bad-fraction", "0.05",
-                     home=tmp_path)  # fmt: skip
+    result = run_cli(*TINY_DEFAULT_MODEL, "demo", "--seconds", "3", "--members", "300",
+                     "--bad-fraction", "0.05", home=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every record sent was read back and every corrupted one was caught" in result.stdout
     assert "dead-letter reason" in result.stdout
