@@ -7,16 +7,7 @@ and demos on. See SIMULATOR.md for the model (archetypes, transitions, churn pre
 True
 """
 
-from memberpulse.streams.simulate.behaviour import BehaviourConfig, MemberTrace
-from memberpulse.streams.simulate.catalog import Catalog, CatalogConfig, build_catalog
-from memberpulse.streams.simulate.files import (
-    SimSummary,
-    simulate_to_file,
-    truth_path,
-    write_events,
-    write_truth,
-)
-from memberpulse.streams.simulate.members import (
+from memberpulse.streams.simulate.archetypes import (
     ARCHETYPES,
     BARGAIN_HUNTER,
     DECLINING,
@@ -26,9 +17,18 @@ from memberpulse.streams.simulate.members import (
     ONE_TIME,
     ArchetypeMix,
     MemberConfig,
-    MemberPlan,
     Traits,
 )
+from memberpulse.streams.simulate.catalog import Catalog, CatalogConfig, build_catalog
+from memberpulse.streams.simulate.context import BehaviourConfig, MemberTrace
+from memberpulse.streams.simulate.files import (
+    SimSummary,
+    simulate_to_file,
+    truth_path,
+    write_events,
+    write_truth,
+)
+from memberpulse.streams.simulate.members import MemberPlan
 from memberpulse.streams.simulate.simulator import (
     DEFAULT_END,
     DEFAULT_END_MS,

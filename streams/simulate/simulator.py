@@ -17,14 +17,11 @@ import numpy as np
 
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
 from memberpulse.models.timeutil import MS_PER_DAY, parse_ts
-from memberpulse.streams.simulate.behaviour import (
-    BehaviourConfig,
-    MemberTrace,
-    SimContext,
-    member_trace,
-)
+from memberpulse.streams.simulate.archetypes import ArchetypeMix, MemberConfig
+from memberpulse.streams.simulate.behaviour import member_trace
 from memberpulse.streams.simulate.catalog import Catalog, CatalogConfig, build_catalog
-from memberpulse.streams.simulate.members import ArchetypeMix, MemberConfig, MemberPlan, draw_plan
+from memberpulse.streams.simulate.context import BehaviourConfig, MemberTrace, SimContext
+from memberpulse.streams.simulate.members import MemberPlan, draw_plan
 
 #: The reference end of the default window (exclusive).
 DEFAULT_END: Final = "2026-10-01T00:00:00Z"
