@@ -26,11 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client import Counter, Gauge
+
 from memberpulse.export.onnx_export import card_path, spec_path
 from memberpulse.export.scorer import Scorer
 from memberpulse.models.features import FeatureSpec, schema_hash
 
 log = logging.getLogger(__name__)
+
+REFUSALS = Counter(
+    "memberpulse_model_refusals_total", "Model versions refused at load time", ["reason"]
+)
+SWAPS = Counter("memberpulse_model_swaps_total", "Models put into service")
+IN_SERVICE = Gauge(
+    "memberpulse_model_in_service", "1 for the model version in service", ["version"]
+)
 
 CURRENT: Final = "current"
 MODEL_FILE: Final = "model.onnx"
@@ -175,12 +185,17 @@ class ModelHolder:
         with self._lock:
             self.loaded = Loaded(version, scorer, card)
             self.swaps += 1
+        SWAPS.inc()
+        if current is not None:
+            IN_SERVICE.labels(current).set(0)
+        IN_SERVICE.labels(version).set(1)
         log.info("model %s in service (was %s)", version, current)
         return True
 
     def _refuse(self, exc: ModelRejected) -> None:
         self._refused.add(exc.version)
         self.refusals += 1
+        REFUSALS.labels(exc.reason).inc()
         kept = self.loaded.version if self.loaded else "none"
         log.error("%s; keeping model %s", exc, kept)
         if self._on_refused is not None:

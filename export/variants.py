@@ -9,7 +9,7 @@ elsewhere the card says it was not measured.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +37,7 @@ class Variant:
     delta: dict[str, float]  # variant minus fp32
     speedup: float | None  # fp32 time / variant time at SPEED_BATCH, None: not measured
     refused: str | None = None
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly record for the card."""
@@ -131,10 +132,12 @@ def build_variants(
         speedup = seconds_per_batch(gpu_fp32, features, none) / seconds_per_batch(
             fp16_session, features, none
         )
-    variants.append(
-        _judge(FP16, fp16, providers[0], onnx_outputs(fp16_session, features, none), churn,
-               next_item, base, speedup)
-    )  # fmt: skip
+    fp16_variant = _judge(FP16, fp16, providers[0], onnx_outputs(fp16_session, features, none),
+                          churn, next_item, base, speedup)  # fmt: skip
+    if not gpu:
+        note = "speed-up not measured: no CUDA provider loads here (accuracy measured on CPU)"
+        fp16_variant = replace(fp16_variant, note=note)
+    variants.append(fp16_variant)
     return base, variants
 
 

@@ -44,6 +44,12 @@ class DatasetConfig:
     min_item_count: int = 2  # items seen fewer times in training become hash buckets
     hash_buckets: int = 256
     price_buckets: int = 16  # quantile edges of training prices
+    # Validation: "time" holds out the last horizon before `until` and trains on cutoffs a
+    # further horizon earlier (no label overlap at all); "members" holds out a share of
+    # members at the last cutoff and trains everyone else on cutoffs up to it, so the
+    # training history is as deep as at test time. Tests are always by time (`evaluate`).
+    validation: Literal["time", "members"] = "time"
+    valid_share: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class TrainConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     protocol: Protocol = "time"
-    epochs: int = 20
+    epochs: int = 8
     batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2

@@ -9,7 +9,8 @@ by time: validation labels start where training labels end (see `time_split`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -103,6 +104,37 @@ def time_split(log: EventLog, until: int, config: DatasetConfig) -> tuple[list[i
     return train, valid
 
 
+@dataclass(frozen=True)
+class Split:
+    """Training and validation cutoffs, and (for a member split) who is in which."""
+
+    train_cutoffs: list[int]
+    valid_cutoff: int
+    train_members: frozenset[int] | None = None
+    valid_members: frozenset[int] | None = None
+
+
+def split(log: EventLog, until: int, config: DatasetConfig) -> Split:
+    """The validation design `config.validation` asks for (see `time_split`)."""
+    if config.validation == "time":
+        train, valid = time_split(log, until, config)
+        return Split(train, valid)
+    horizon = config.horizon_days * MS_PER_DAY
+    valid_cutoff = until - horizon
+    train = cutoffs(log.start, valid_cutoff, config)
+    if not train:
+        raise ValueError(f"the log has too few days before {until} (epoch ms) for training")
+    held = {m for m in log.iter_members() if _share(log.members[m]) < config.valid_share}
+    others = frozenset(set(log.iter_members()) - held)
+    return Split(train, valid_cutoff, others, frozenset(held))
+
+
+def _share(member_id: str) -> float:
+    """A member's stable position in [0, 1) (sha256 of the id): who is held out."""
+    digest = hashlib.sha256(member_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def build_vocabulary(
     log: EventLog, until: int, config: DatasetConfig, state: StateSpec
 ) -> FeatureSpec:
@@ -137,9 +169,11 @@ def with_normalisation(spec: FeatureSpec, raw: NDArray[np.float64]) -> FeatureSp
     )
 
 
-def _snapshots(log: EventLog, cutoff: int, state: StateSpec) -> list[tuple[int, MemberSnapshot]]:
+def _snapshots(
+    log: EventLog, cutoff: int, state: StateSpec, members: Collection[int] | None = None
+) -> list[tuple[int, MemberSnapshot]]:
     out = []
-    for member in log.iter_members():
+    for member in log.iter_members() if members is None else sorted(members):
         rows = log.rows(member)
         k = int(np.searchsorted(log.ts[rows], cutoff, side="left"))
         if k:
@@ -148,11 +182,16 @@ def _snapshots(log: EventLog, cutoff: int, state: StateSpec) -> list[tuple[int, 
 
 
 def build_samples(
-    log: EventLog, at: Sequence[int], horizon_days: int, spec: FeatureSpec, state: StateSpec
+    log: EventLog,
+    at: Sequence[int],
+    horizon_days: int,
+    spec: FeatureSpec,
+    state: StateSpec,
+    members: Collection[int] | None = None,
 ) -> Samples:
-    """Examples for every member with an event before each cutoff in `at`."""
+    """Examples for every member (of `members`, if given) with an event before each cutoff."""
     horizon = horizon_days * MS_PER_DAY
-    parts = [_samples_at(log, cutoff, horizon, spec, state) for cutoff in at]
+    parts = [_samples_at(log, cutoff, horizon, spec, state, members) for cutoff in at]
     parts = [p for p in parts if len(p)]
     if not parts:
         raise ValueError("no member has an event before any cutoff")
@@ -163,9 +202,14 @@ def build_samples(
 
 
 def _samples_at(
-    log: EventLog, cutoff: int, horizon: int, spec: FeatureSpec, state: StateSpec
+    log: EventLog,
+    cutoff: int,
+    horizon: int,
+    spec: FeatureSpec,
+    state: StateSpec,
+    members: Collection[int] | None,
 ) -> Samples:
-    pairs = _snapshots(log, cutoff, state)
+    pairs = _snapshots(log, cutoff, state, members)
     members = np.array([m for m, _ in pairs], dtype=np.int64)
     snaps = [s for _, s in pairs]
     catalogue = {item: i for i, item in enumerate(spec.items)}

@@ -17,6 +17,7 @@ the aggregate token's output joined with the latest event's output. Heads:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -117,24 +118,18 @@ class MemberTransformer(nn.Module):
         aggregates: Tensor,
     ) -> Outputs:
         """(B, L) ids and mask, (B, A) aggregates → `Outputs`."""
-        hidden = self.hidden(items, types, ages, gaps, prices, categories, mask, aggregates)
+        hidden = self.hidden((items, types, ages, gaps, prices, categories, mask, aggregates))
         z = self.member(hidden, hidden[:, -1])  # (B, H): everything up to the latest event
         return Outputs(
             self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), self.item_scores(z)
         )
 
-    def hidden(
-        self,
-        items: Tensor,
-        types: Tensor,
-        ages: Tensor,
-        gaps: Tensor,
-        prices: Tensor,
-        categories: Tensor,
-        mask: Tensor,
-        aggregates: Tensor,
-    ) -> Tensor:
-        """The encoder's output for the aggregate token and each event: (B, L + 1, H)."""
+    def hidden(self, features: Sequence[Tensor]) -> Tensor:
+        """The encoder's output for the aggregate token and each event: (B, L + 1, H).
+
+        `features`: the eight `FeatureBatch` columns as tensors, in their order.
+        """
+        items, types, ages, gaps, prices, categories, mask, aggregates = features
         if items.dim() != 2 or items.shape[1] != self.vocab.sequence_length:
             raise ValueError(
                 f"expected (B, {self.vocab.sequence_length}) item ids, got {tuple(items.shape)}"
@@ -166,6 +161,17 @@ class MemberTransformer(nn.Module):
         catalogue = self.item.weight[self.vocab.first_item :]  # (N, H)
         scores: Tensor = self.item_query(z) @ catalogue.T + self.item_bias
         return scores
+
+    @torch.no_grad()
+    def init_item_prior(self, counts: Tensor) -> None:
+        """Start the item bias at log-popularity (centred): ranking begins at the popularity
+        baseline instead of at random, and the network learns what differs from it."""
+        if counts.shape != self.item_bias.shape:
+            raise ValueError(
+                f"expected {tuple(self.item_bias.shape)} counts, got {tuple(counts.shape)}"
+            )
+        prior = torch.log1p(counts.to(self.item_bias.dtype))
+        self.item_bias.copy_(prior - prior.mean())
 
     def parameter_count(self) -> int:
         """Trainable parameters."""

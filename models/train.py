@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -29,11 +29,12 @@ from memberpulse.models.dataset import (
     Samples,
     build_samples,
     build_vocabulary,
-    time_split,
+    split,
     with_normalisation,
 )
 from memberpulse.models.eventlog import EventLog
 from memberpulse.models.features import FeatureBatch, schema_hash
+from memberpulse.models.metrics import roc_auc
 from memberpulse.models.network import MemberTransformer, Outputs, Vocabulary
 from memberpulse.models.report import evaluate_samples, write_plots
 from memberpulse.models.snapshot import StateSpec
@@ -92,29 +93,32 @@ def train(
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    until = log.end + 1 if until is None else until
     seen = log.without_last(LOO_HELD_OUT) if config.protocol == "leave-one-out" else log
+    until = seen.end + 1 if until is None else until
     horizon = config.dataset.horizon_days
-    train_cuts, valid_cut = time_split(seen, until, config.dataset)
+    design = split(seen, until, config.dataset)
+    train_cuts, valid_cut = design.train_cutoffs, design.valid_cutoff
     report(Progress(0, 0, 0, f"building samples at {len(train_cuts)} training cutoffs"))
     spec = build_vocabulary(seen, until, config.dataset, state)
-    train_set = build_samples(seen, train_cuts, horizon, spec, state)
+    train_set = build_samples(seen, train_cuts, horizon, spec, state, design.train_members)
     spec = with_normalisation(spec, train_set.raw)
     train_set = train_set.normalised(spec)
-    valid_set = build_samples(seen, [valid_cut], horizon, spec, state)
+    valid_set = build_samples(seen, [valid_cut], horizon, spec, state, design.valid_members)
     report(
         Progress(0, 0, 0, f"{len(train_set):,} training and {len(valid_set):,} validation samples")
     )
 
     device = pick_device()
-    model = MemberTransformer(config.network, Vocabulary.of(spec)).to(device)
+    item_counts = _catalogue_counts(seen, until, spec.items)
+    model = MemberTransformer(config.network, Vocabulary.of(spec))
+    model.init_item_prior(torch.as_tensor(item_counts))
+    model.to(device)
     history, best_epoch, epochs_run = _fit(model, train_set, valid_set, config, device, report)
 
     rfm = LogisticRegression().fit(rfm_features(*train_set.rfm.T), train_set.churn)
     popularity = np.bincount(
         train_set.next_item[train_set.next_item >= 0], minlength=len(spec.items)
     )
-    item_counts = _catalogue_counts(seen, until, spec.items)
     baselines = {"rfm": rfm.to_dict(), "item_counts": item_counts.tolist()}
     metrics, curves = evaluate_samples(model, valid_set, spec, baselines, config, device)
     metrics["training"] = {
@@ -132,6 +136,7 @@ def train(
         "until_iso": to_iso(until),
         "train_cutoffs": train_cuts,
         "valid_cutoff": valid_cut,
+        "valid_members": None if design.valid_members is None else len(design.valid_members),
         "log_start": log.start,
         "state": asdict(state),
         "schema": schema_hash(),
@@ -199,7 +204,7 @@ def _fit(
             schedule.step()
             running += float(loss.detach())
             report(Progress(epoch, step, steps_per_epoch, f"loss {running / step:.4f}"))
-        valid_loss = _evaluate_loss(model, valid_set, config, device)
+        valid_loss, valid_auc = _validate(model, valid_set, config, device)
         history["train_loss"].append(running / max(steps_per_epoch, 1))
         history["valid_loss"].append(valid_loss)
         improved = valid_loss < best
@@ -214,7 +219,8 @@ def _fit(
                 steps_per_epoch,
                 steps_per_epoch,
                 f"epoch {epoch}: train {history['train_loss'][-1]:.4f} "
-                f"valid {valid_loss:.4f}{' (best)' if improved else ''}",
+                f"valid {valid_loss:.4f}{' (best)' if improved else ''}, "
+                f"valid churn ROC-AUC {valid_auc:.4f}",
             )
         )
         if stale >= config.patience:
@@ -251,8 +257,24 @@ def _autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _loss(model: MemberTransformer, batch: _Batch, config: TrainConfig, dense: bool) -> Tensor:
-    hidden = model.hidden(*batch.inputs)
+@overload
+def _loss(model: MemberTransformer, batch: _Batch, config: TrainConfig, dense: bool) -> Tensor: ...
+@overload
+def _loss(
+    model: MemberTransformer,
+    batch: _Batch,
+    config: TrainConfig,
+    dense: bool,
+    with_logits: Literal[True],
+) -> tuple[Tensor, Tensor]: ...
+def _loss(
+    model: MemberTransformer,
+    batch: _Batch,
+    config: TrainConfig,
+    dense: bool,
+    with_logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    hidden = model.hidden(batch.inputs)
     z = model.member(hidden, hidden[:, -1])
     outputs = Outputs(
         model.churn_head(z).squeeze(-1), model.spend_head(z).squeeze(-1), model.item_scores(z)
@@ -261,7 +283,7 @@ def _loss(model: MemberTransformer, batch: _Batch, config: TrainConfig, dense: b
     positions = min(config.dense_positions, model.vocab.sequence_length - 1)
     if dense and positions > 0:
         loss = loss + config.dense_weight * _dense_loss(model, hidden, batch, positions)
-    return loss
+    return (loss, outputs.churn_logit.detach()) if with_logits else loss
 
 
 def _dense_loss(model: MemberTransformer, hidden: Tensor, batch: _Batch, positions: int) -> Tensor:
@@ -294,15 +316,20 @@ def _head_loss(outputs: Outputs, batch: _Batch, config: TrainConfig) -> Tensor:
 
 
 @torch.no_grad()
-def _evaluate_loss(
+def _validate(
     model: MemberTransformer, samples: Samples, config: TrainConfig, device: torch.device
-) -> float:
+) -> tuple[float, float]:
+    """Validation loss (the early-stopping criterion) and churn ROC-AUC."""
     model.eval()
     total, n = 0.0, 0
+    logits = []
     for rows in _chunks(np.arange(len(samples)), config.eval_batch_size):
         batch = _batch(samples, rows, device)
         with _autocast(device):
-            loss = _loss(model, batch, config, dense=False)
+            loss, churn_logit = _loss(model, batch, config, dense=False, with_logits=True)
         total += float(loss) * len(rows)
         n += len(rows)
-    return total / max(n, 1)
+        logits.append(churn_logit.float().cpu().numpy())
+    labels = samples.churn
+    auc = roc_auc(labels, np.concatenate(logits)) if len(np.unique(labels)) == 2 else float("nan")
+    return total / max(n, 1), auc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,3 +90,38 @@ def describe_machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def bench_features(members: int = 2_000, batch: int = 512, repeats: int = 20) -> dict[str, object]:
+    """`encode` of `batch` member snapshots (full 64-event states, simulated): best and median."""
+    from memberpulse.models.config import DatasetConfig
+    from memberpulse.models.dataset import build_vocabulary
+    from memberpulse.models.eventlog import load_events
+    from memberpulse.models.features import encode
+    from memberpulse.models.fold import fold
+    from memberpulse.models.snapshot import StateSpec
+    from memberpulse.streams.simulate import SimConfig, simulate_to_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.parquet"
+        simulate_to_file(SimConfig(members=members, days=60), path)
+        log = load_events(path)
+    state = StateSpec()
+    spec = build_vocabulary(log, log.end + 1, DatasetConfig(), state)
+    snaps = [fold(log.events(m), log.end + 1, state) for m in range(min(batch, len(log.members)))]
+    laps = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        encode(snaps, log.end + 1, spec)
+        laps.append(time.perf_counter() - started)
+    best, median = min(laps), float(np.median(laps))
+    return {
+        "batch": len(snaps),
+        "sequence_length": spec.sequence_length,
+        "mean_events_in_state": float(np.mean([len(s.events) for s in snaps])),
+        "best_ms": best * 1e3,
+        "median_ms": median * 1e3,
+        "members_per_s": len(snaps) / median,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }

@@ -170,6 +170,24 @@ def bench_decode(
     )
 
 
+@bench_app.command("features")
+def bench_features(
+    batch: Annotated[int, typer.Option(min=1, help="Members per encode call.")] = 512,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Feature encoding time for a batch of simulated members (fold excluded)."""
+    from memberpulse.streams.bench import bench_features as run
+
+    report = run(batch=batch)
+    if as_json:
+        print(orjson.dumps(report).decode())
+        return
+    Reporter().line(
+        f"encode of {report['batch']} members: {report['median_ms']:.1f} ms median "
+        f"({report['best_ms']:.1f} best), {report['members_per_s']:,.0f} members/s"
+    )
+
+
 @bench_app.command("state")
 def bench_state(
     ctx: typer.Context,

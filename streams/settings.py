@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     train_heads: int = Field(4, ge=1)
     train_ffn: int = Field(128, ge=8, description="feed-forward width")
     train_dropout: float = Field(0.1, ge=0, lt=1)
-    train_epochs: int = Field(20, ge=1)
+    train_epochs: int = Field(8, ge=1)
     train_batch_size: int = Field(256, ge=1)
     train_learning_rate: float = Field(2e-3, gt=0)
     train_patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
@@ -139,11 +139,14 @@ class Settings(BaseSettings):
     train_hash_buckets: int = Field(256, ge=0)
     train_price_buckets: int = Field(16, ge=2)
     train_threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+    train_validation: Literal["time", "members"] = Field(
+        "time", description="hold out the last horizon (time) or 10% of members (members)"
+    )
 
     # --- The default model (`make run` trains it once when no model exists) ------------
-    default_model_members: int = Field(4_000, ge=50, description="simulated members")
+    default_model_members: int = Field(3_000, ge=50, description="simulated members")
     default_model_days: int = Field(120, ge=60, description="days of simulated history")
-    default_model_epochs: int = Field(6, ge=1)
+    default_model_epochs: int = Field(4, ge=1)
 
     # --- Models in service ----------------------------------------------------------
     model_registry: Path | None = Field(
@@ -239,6 +242,7 @@ class Settings(BaseSettings):
             min_item_count=self.train_min_item_count,
             hash_buckets=self.train_hash_buckets,
             price_buckets=self.train_price_buckets,
+            validation=self.train_validation,
         )
         return TrainConfig(
             network=network,

@@ -12,10 +12,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from prometheus_client import REGISTRY
 
 from memberpulse.export.onnx_export import CARD_METADATA_KEY, card_path, spec_path
+from memberpulse.export.parity import Outputs as ParityOutputs
 from memberpulse.export.parity import (
     ParityError,
+    accuracy,
     check_parity,
     compare,
     exclusions,
@@ -23,15 +26,17 @@ from memberpulse.export.parity import (
     torch_outputs,
 )
 from memberpulse.export.pipeline import export_model
-from memberpulse.export.registry import ModelHolder, ModelRejected, Registry, check
+from memberpulse.export.registry import ModelHolder, ModelRejected, Registry, check, redis_promoted
 from memberpulse.export.scorer import CPU, Scorer, loadable_providers
-from memberpulse.export.variants import session
+from memberpulse.export.variants import _judge, session
 from memberpulse.models.bundle import load_bundle, load_heldout
 from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
 from memberpulse.models.eventlog import load_events
 from memberpulse.models.features import FeatureSpec
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.train import train
+from memberpulse.streams.redis_client import make_redis
+from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, simulate_to_file
 from tests.helpers import wait_until
 
@@ -207,3 +212,65 @@ def test_hot_reload_under_a_running_scorer_loses_and_repeats_nothing(
     assert set(versions[:switch]) == {v1}
     assert set(versions[switch:]) == {v2}
     assert holder.swaps == 2
+
+
+def test_io_binding_path_matches_plain_runs_on_cpu(
+    models: tuple[Path, Path], exported: list[Path]
+) -> None:
+    bundle = load_bundle(models[0])
+    features, _, _ = load_heldout(models[0])
+    rows = features.take(np.arange(20))
+    plain = Scorer(exported[0], bundle.spec, buckets=(8, 32)).score(rows)
+    bound_scorer = Scorer(exported[0], bundle.spec, buckets=(8, 32), io_binding=True)
+    for _ in range(2):  # the second call reuses the bucket's preallocated buffers
+        bound = bound_scorer.score(rows)
+        np.testing.assert_allclose(bound.churn, plain.churn, rtol=1e-6)
+        np.testing.assert_array_equal(bound.top_items, plain.top_items)
+
+
+def test_a_variant_losing_too_much_auc_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.int8.onnx"
+    path.write_bytes(b"x")
+    churn = np.array([0.0, 1.0, 0.0, 1.0])
+    good = ParityOutputs(
+        np.array([0.1, 0.9, 0.2, 0.8]), np.zeros(4), np.zeros((4, 10)), np.zeros((4, 10))
+    )
+    bad = replace(good, churn=np.array([0.9, 0.1, 0.2, 0.8]))
+    next_item = np.full(4, -2)
+    base = accuracy(good, churn, next_item)
+    kept = _judge("int8", path, CPU, good, churn, next_item, base, 2.0)
+    assert kept.refused is None
+    assert kept.path == path
+    refused = _judge("int8", path, CPU, bad, churn, next_item, base, 2.0)
+    assert refused.refused is not None
+    assert "loses" in refused.refused
+    assert refused.path is None
+    assert not path.exists()
+
+
+def test_refusals_and_swaps_are_metrics(tmp_path: Path, exported: list[Path]) -> None:
+    registry, (v1, _v2) = _registry_with_both(tmp_path, exported)
+    before = REGISTRY.get_sample_value("memberpulse_model_refusals_total", {"reason": "corrupt"})
+    registry.path(v1).write_bytes(b"not onnx")
+    (registry.root / "current").symlink_to(v1)
+    holder = ModelHolder(registry)
+    assert not holder.refresh()
+    after = REGISTRY.get_sample_value("memberpulse_model_refusals_total", {"reason": "corrupt"})
+    assert (after or 0) - (before or 0) == 1
+
+
+@pytest.mark.integration
+def test_promotion_is_published_in_redis_for_every_worker(
+    isolated: Settings, tmp_path: Path, exported: list[Path]
+) -> None:
+    client = make_redis(isolated)
+    registry, (v1, v2) = _registry_with_both(tmp_path, exported)
+    prefix = isolated.redis_key_prefix
+    elsewhere = ModelHolder(registry, promoted=redis_promoted(client, prefix))  # another host
+    assert not elsewhere.refresh()  # nothing promoted yet
+    registry.promote(v1, client, prefix)
+    assert elsewhere.refresh()
+    assert elsewhere.current().version == v1
+    registry.promote(v2, client, prefix)
+    assert elsewhere.refresh()
+    assert elsewhere.current().version == v2

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from memberpulse.models.bundle import METRICS_FILE, load_bundle
 from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+from memberpulse.models.evaluate import evaluate
 from memberpulse.models.eventlog import load_events
 from memberpulse.models.features import schema_hash
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
-from memberpulse.models.train import train
+from memberpulse.models.train import LOO_HELD_OUT, train
 from memberpulse.streams.cli import app
 from memberpulse.streams.simulate import SimConfig, simulate_to_file
 
@@ -23,6 +27,13 @@ TINY = [
     "--set", "train_hidden=16", "--set", "train_heads=2", "--set", "train_ffn=32",
     "--set", "train_layers=1", "--set", "train_sequence_length=16",
 ]  # fmt: skip
+
+
+TINY_CONFIG = TrainConfig(
+    network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
+    dataset=DatasetConfig(horizon_days=20, sequence_length=16),
+    epochs=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +97,7 @@ def test_train_and_evaluate_end_to_end(
 
 def test_evaluate_refuses_a_time_inside_the_training_window(log_path: Path, tmp_path: Path) -> None:
     log = load_events(log_path)
-    config = TrainConfig(
-        network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
-        dataset=DatasetConfig(horizon_days=20, sequence_length=16),
-        epochs=1,
-    )
+    config = TINY_CONFIG
     until = log.end - 20 * MS_PER_DAY
     train(log, tmp_path / "m", config, StateSpec(), until)
     result = CliRunner().invoke(
@@ -104,13 +111,44 @@ def test_evaluate_refuses_a_time_inside_the_training_window(log_path: Path, tmp_
 
 def test_seeded_training_is_reproducible(log_path: Path, tmp_path: Path) -> None:
     log = load_events(log_path)
-    config = TrainConfig(
-        network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
-        dataset=DatasetConfig(horizon_days=20, sequence_length=16),
-        epochs=1,
-        seed=5,
-    )
+    config = replace(TINY_CONFIG, seed=5)
     first = train(log, tmp_path / "a", config, StateSpec())
     second = train(log, tmp_path / "b", config, StateSpec())
     assert first.history == second.history
     assert first.metrics["churn"] == second.metrics["churn"]
+
+
+def test_purchase_only_log_with_one_item_id_trains_and_evaluates(tmp_path: Path) -> None:
+    """An order log: purchases only, one item id for everything (no catalogue to rank)."""
+    path = tmp_path / "orders.parquet"
+    simulate_to_file(SimConfig(members=400, days=100, seed=4, purchase_only=True), path)
+    table = pq.read_table(path)
+    table = table.set_column(
+        table.column_names.index("item_id"), "item_id", pa.array(["order"] * table.num_rows)
+    )
+    pq.write_table(table, path)
+    log = load_events(path)
+    assert set(log.item_names) == {"order"}
+    config = replace(TINY_CONFIG, dataset=replace(TINY_CONFIG.dataset, min_item_count=1))
+    until = log.end - 20 * MS_PER_DAY
+    train(log, tmp_path / "m", config, StateSpec(), until)
+    report = evaluate(load_bundle(tmp_path / "m"), log)
+    assert 0 <= report["churn"]["model"]["roc_auc"] <= 1
+    assert report["next_item"]["catalogue"] == 1
+
+
+def test_leave_one_out_protocol(log_path: Path, tmp_path: Path) -> None:
+    log = load_events(log_path)
+    config = replace(TINY_CONFIG, protocol="leave-one-out")
+    result = train(log, tmp_path / "m", config, StateSpec())
+    # Training never saw each member's last two events: its window ends before them.
+    held_out = log.without_last(LOO_HELD_OUT)
+    assert load_bundle(tmp_path / "m").config["until"] == held_out.end + 1
+    assert result.metrics["training"]["samples"] > 0
+    report = evaluate(load_bundle(tmp_path / "m"), log, protocol="leave-one-out")
+    members_with_two = sum(
+        1 for m in log.iter_members() if log.rows(m).stop - log.rows(m).start > 1
+    )
+    assert report["next_item"]["n_targets"] == members_with_two
+    assert report["protocol"] == "leave-one-out"
+    assert "skipped" in report["churn"]  # T lies inside that model's training window
