@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from memberpulse.export.files import card_path
 from memberpulse.models.bundle import Bundle, load_bundle
 from memberpulse.models.features import FeatureBatch, schema_hash
 from memberpulse.models.network import MemberTransformer
@@ -31,8 +32,6 @@ from memberpulse.models.network import MemberTransformer
 INPUTS: Final = (*FeatureBatch._fields, "exclude")
 OUTPUTS: Final = ("churn", "spend", "top_items", "top_scores")
 OPSET: Final = 18
-CARD_SUFFIX: Final = ".card.json"
-SPEC_SUFFIX: Final = ".spec.json"
 CARD_METADATA_KEY: Final = "memberpulse_card"
 EXAMPLE_BATCH: Final = 4
 _EXPORTER_NOISE: Final = (r".*isinstance\(treespec, LeafSpec\)", r"# The axis name")
@@ -94,16 +93,6 @@ def example_inputs(
     aggregates = torch.zeros(batch, len(bundle.spec.agg_mean), dtype=torch.float32)
     exclude = torch.full((batch, excluded), -1, dtype=torch.int64)
     return (*ids, mask, aggregates, exclude)
-
-
-def card_path(onnx_path: Path) -> Path:
-    """The model card written beside an ONNX file."""
-    return onnx_path.with_name(onnx_path.name + CARD_SUFFIX)
-
-
-def spec_path(onnx_path: Path) -> Path:
-    """The feature spec written beside an ONNX file."""
-    return onnx_path.with_name(onnx_path.name + SPEC_SUFFIX)
 
 
 def export_graph(bundle: Bundle, path: Path, top_k: int) -> None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from memberpulse.export.files import spec_path
 from memberpulse.export.onnx_export import (
     base_card,
     export_graph,
     load_for_export,
     optimise,
-    spec_path,
     write_card,
 )
 from memberpulse.export.parity import Parity, check_parity

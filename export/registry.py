@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
-from memberpulse.export.onnx_export import card_path, spec_path
+from memberpulse.export.files import card_path, spec_path
 from memberpulse.export.scorer import Scorer
 from memberpulse.models.features import FeatureSpec, schema_hash
 

@@ -48,7 +48,7 @@ class DatasetConfig:
     # further horizon earlier (no label overlap at all); "members" holds out a share of
     # members at the last cutoff and trains everyone else on cutoffs up to it, so the
     # training history is as deep as at test time. Tests are always by time (`evaluate`).
-    validation: Literal["time", "members"] = "time"
+    validation: Literal["time", "members"] = "members"
     valid_share: float = 0.1
 
 

@@ -140,13 +140,13 @@ class Settings(BaseSettings):
     train_price_buckets: int = Field(16, ge=2)
     train_threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
     train_validation: Literal["time", "members"] = Field(
-        "time", description="hold out the last horizon (time) or 10% of members (members)"
+        "members", description="hold out 10% of members (members) or the last horizon (time)"
     )
 
     # --- The default model (`make run` trains it once when no model exists) ------------
     default_model_members: int = Field(3_000, ge=50, description="simulated members")
     default_model_days: int = Field(120, ge=60, description="days of simulated history")
-    default_model_epochs: int = Field(4, ge=1)
+    default_model_epochs: int = Field(3, ge=1)
 
     # --- Models in service ----------------------------------------------------------
     model_registry: Path | None = Field(

@@ -14,7 +14,8 @@ import pytest
 import torch
 from prometheus_client import REGISTRY
 
-from memberpulse.export.onnx_export import CARD_METADATA_KEY, card_path, spec_path
+from memberpulse.export.files import card_path, spec_path
+from memberpulse.export.onnx_export import CARD_METADATA_KEY
 from memberpulse.export.parity import Outputs as ParityOutputs
 from memberpulse.export.parity import (
     ParityError,

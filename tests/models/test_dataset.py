@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from memberpulse.models.dataset import (
     Samples,
     build_samples,
     build_vocabulary,
+    split,
     time_split,
     with_normalisation,
 )
@@ -176,3 +178,25 @@ def test_unknown_next_item_counts_as_outside_and_normalisation() -> None:
     assert OUTSIDE in samples.next_item.tolist()  # I2 is outside that vocabulary
     normalised = samples.normalised(with_normalisation(spec, samples.raw))
     assert np.allclose(normalised.features.aggregates.mean(axis=0), 0.0, atol=1e-5)
+
+
+def test_member_split_holds_out_whole_members_at_the_last_cutoff() -> None:
+    table = history()
+    ids = table["member_id"].to_pylist()
+    copies = [
+        table.set_column(1, "member_id", pa.array([f"{m}{k}" for m in ids])) for k in range(30)
+    ]
+    many = pa.concat_tables(copies)
+    log = from_table(many)
+    until = T0 + 40 * DAY
+    config = replace(CONFIG, validation="members", valid_share=0.2)
+    design = split(log, until, config)
+    assert design.valid_cutoff == until - CONFIG.horizon_days * DAY
+    assert max(design.train_cutoffs) == design.valid_cutoff  # as deep as the test's history
+    assert design.train_members is not None
+    assert design.valid_members is not None
+    assert not design.train_members & design.valid_members
+    assert design.train_members | design.valid_members == set(log.iter_members())
+    assert 0 < len(design.valid_members) < len(log.members) / 2
+    time_design = split(log, until, replace(CONFIG, validation="time"))
+    assert time_design.train_members is None  # the time split keeps everyone
