@@ -16,7 +16,6 @@ import io
 import json
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from memberpulse.export.files import card_path
-from memberpulse.models.bundle import Bundle, load_bundle
+from memberpulse.models.bundle import Bundle
 from memberpulse.models.features import FeatureBatch, schema_hash
 from memberpulse.models.network import MemberTransformer
 
@@ -71,16 +70,6 @@ class ServingGraph(nn.Module):
         padded = padded.scatter(1, index, float("-inf"))
         top_scores, top_items = torch.topk(padded[:, :n], self.top_k, dim=1)  # (B, K)
         return churn, spend, top_items, top_scores
-
-
-@dataclass(frozen=True)
-class Exported:
-    """Where export wrote the model and its card."""
-
-    onnx: Path
-    card: Path
-    spec: Path
-    card_data: dict[str, Any]
 
 
 def example_inputs(
@@ -187,8 +176,3 @@ def _plain(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def load_for_export(model_dir: Path) -> Bundle:
-    """The trained model directory (refused when its encoder differs from this one)."""
-    return load_bundle(model_dir)

@@ -9,7 +9,6 @@ lists equal as sets for ≥ 99 % of members (order may flip between near-tied sc
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -137,11 +136,6 @@ def accuracy(outputs: Outputs, churn: NDArray[Any], next_item: NDArray[Any]) -> 
         "churn_roc_auc": metrics.roc_auc(churn, outputs.churn),
         f"recall@{RECALL_K}": float(hits[known].mean()) if known.any() else float("nan"),
     }
-
-
-def heldout(path: Path) -> tuple[FeatureBatch, NDArray[Any], NDArray[Any]]:
-    """The held-out samples of a model directory."""
-    return load_heldout(path)
 
 
 def _batches(n: int) -> list[slice]:

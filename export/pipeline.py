@@ -18,14 +18,13 @@ from memberpulse.export.files import spec_path
 from memberpulse.export.onnx_export import (
     base_card,
     export_graph,
-    load_for_export,
     optimise,
     write_card,
 )
 from memberpulse.export.parity import Parity, check_parity
 from memberpulse.export.scorer import CPU
 from memberpulse.export.variants import Variant, build_variants, session
-from memberpulse.models.bundle import load_heldout
+from memberpulse.models.bundle import load_bundle, load_heldout
 
 DEFAULT_TOP_K: Final = 20
 
@@ -51,7 +50,7 @@ def export_model(
     model_dir: Path, out: Path, top_k: int = DEFAULT_TOP_K, variants: bool = True
 ) -> ExportResult:
     """Export, check and describe one trained model."""
-    bundle = load_for_export(model_dir)
+    bundle = load_bundle(model_dir)
     if out.suffix != ".onnx":
         raise ValueError(f"--out must name an .onnx file, got {out}")
     raw = out.with_name(out.stem + ".raw.onnx")  # quantisers need the unfused graph

@@ -62,8 +62,8 @@ def save_bundle(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "args": model.bundle_args()}, path / MODEL_FILE)
     spec.save(path / SPEC_FILE)
-    _write_json(path / CONFIG_FILE, config)
-    _write_json(path / BASELINES_FILE, baselines)
+    write_json(path / CONFIG_FILE, config)
+    write_json(path / BASELINES_FILE, baselines)
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -107,12 +107,8 @@ def load_heldout(path: Path) -> tuple[FeatureBatch, NDArray[Any], NDArray[Any]]:
         return features, data["churn"], data["next_item"]
 
 
-def _write_json(path: Path, value: object) -> None:
+def write_json(path: Path, value: object) -> None:
+    """Write JSON atomically (temp file, then rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
     tmp.replace(path)
-
-
-def write_json(path: Path, value: object) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    _write_json(path, value)

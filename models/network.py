@@ -185,8 +185,3 @@ class MemberTransformer(nn.Module):
     def from_bundle_args(cls, args: dict[str, Any]) -> MemberTransformer:
         """Rebuild from `bundle_args()`."""
         return cls(NetworkConfig(**args["network"]), Vocabulary(**args["vocabulary"]))
-
-
-def to_tensors(columns: tuple[object, ...], device: torch.device) -> list[Tensor]:
-    """FeatureBatch columns (numpy) → tensors on `device` (ids stay int32)."""
-    return [torch.as_tensor(column, device=device) for column in columns]
