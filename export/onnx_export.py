@@ -1,9 +1,11 @@
 """torch → ONNX: the serving graph, the model card, offline graph optimisation.
 
-The exported graph holds everything serving needs per member batch: churn probability,
-expected spend and the top-K catalogue items, with an `exclude` input of catalogue
-positions (−1 = none) whose scores are set to −inf before the top-K, so the worker drops
-recently bought items without fetching more than K. Batch and exclusion axes are dynamic.
+The exported graph (`serving_graph.ServingGraph`) holds everything serving needs per
+member batch: churn probability, expected spend and the top-K catalogue items, with an
+`exclude` input of catalogue positions (−1 = none) whose scores are set to −inf before
+the top-K, so the worker drops recently bought items without fetching more than K. Batch
+and exclusion axes are dynamic. Opset 20, for its native `Gelu` (opset 18 spells GELU
+as five element-wise nodes that onnxruntime does not fuse back).
 
 Next to `PATH` (the .onnx file) export writes `PATH.card.json` (also embedded in the
 ONNX metadata) and `PATH.spec.json` (the model's feature spec).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -21,55 +24,19 @@ from typing import Any, Final
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from memberpulse.export.files import card_path
+from memberpulse.export.serving_graph import ServingGraph
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.features import FeatureBatch, schema_hash
-from memberpulse.models.network import MemberTransformer
 
 INPUTS: Final = (*FeatureBatch._fields, "exclude")
 OUTPUTS: Final = ("churn", "spend", "top_items", "top_scores")
-OPSET: Final = 18
+OPSET: Final = 20
 CARD_METADATA_KEY: Final = "memberpulse_card"
 EXAMPLE_BATCH: Final = 4
 _EXPORTER_NOISE: Final = (r".*isinstance\(treespec, LeafSpec\)", r"# The axis name")
-
-
-class ServingGraph(nn.Module):
-    """The network with the serving post-processing inside the graph."""
-
-    def __init__(self, model: MemberTransformer, top_k: int) -> None:
-        super().__init__()
-        if not 0 < top_k <= model.vocab.n_catalogue:
-            raise ValueError(f"top_k must be in 1..{model.vocab.n_catalogue}, got {top_k}")
-        self.model = model
-        self.top_k = top_k
-
-    def forward(
-        self,
-        items: Tensor,
-        types: Tensor,
-        ages: Tensor,
-        gaps: Tensor,
-        prices: Tensor,
-        categories: Tensor,
-        mask: Tensor,
-        aggregates: Tensor,
-        exclude: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Features + (B, E) excluded catalogue positions → churn, spend, top-K ids/scores."""
-        out = self.model(items, types, ages, gaps, prices, categories, mask, aggregates)
-        churn = torch.sigmoid(out.churn_logit)  # (B,)
-        spend = torch.exp(out.spend_log) * self.model.config.spend_scale  # (B,)
-        scores = out.item_scores  # (B, N)
-        n = scores.shape[1]
-        # One spare column takes the −1 ("no exclusion") entries, then is cut off again.
-        padded = torch.cat([scores, torch.zeros_like(scores[:, :1])], dim=1)  # (B, N + 1)
-        index = torch.where(exclude < 0, torch.full_like(exclude, n), exclude)
-        padded = padded.scatter(1, index, float("-inf"))
-        top_scores, top_items = torch.topk(padded[:, :n], self.top_k, dim=1)  # (B, K)
-        return churn, spend, top_items, top_scores
 
 
 def example_inputs(
@@ -90,9 +57,19 @@ def export_graph(bundle: Bundle, path: Path, top_k: int) -> None:
     batch, excluded = torch.export.Dim("batch"), torch.export.Dim("excluded")
     dynamic = (*tuple({0: batch} for _ in FeatureBatch._fields), {0: batch, 1: excluded})
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The exporter prints progress lines and raises deprecation warnings from torch's own
-    # internals (torch 2.13: LeafSpec, axis renaming); neither is actionable here.
-    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # The exporter prints progress lines, logs that torchvision's ops cannot be registered
+    # (not installed, not used) and raises deprecation warnings from torch's own internals
+    # (torch 2.13: LeafSpec, axis renaming); none of it is actionable here.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    with (
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.ExitStack() as restore,
+    ):
+        restore.callback(registration.setLevel, level)
         for message in _EXPORTER_NOISE:
             warnings.filterwarnings("ignore", message=message)
         torch.onnx.export(

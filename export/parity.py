@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from memberpulse.export.onnx_export import INPUTS, ServingGraph
+from memberpulse.export.onnx_export import INPUTS
+from memberpulse.export.serving_graph import ReferenceGraph
 from memberpulse.models import metrics
 from memberpulse.models.bundle import Bundle, load_heldout
 from memberpulse.models.features import FeatureBatch
@@ -74,8 +75,8 @@ def exclusions(features: FeatureBatch, first_item: int, width: int = EXCLUDED) -
 def torch_outputs(
     bundle: Bundle, features: FeatureBatch, exclude: NDArray[np.int64], top_k: int
 ) -> Outputs:
-    """The PyTorch serving graph on CPU, batch by batch."""
-    graph = ServingGraph(bundle.model.eval(), top_k).eval()
+    """The PyTorch reference (the network as trained) on CPU, batch by batch."""
+    graph = ReferenceGraph(bundle.model.eval(), top_k).eval()
     parts = []
     with torch.no_grad():
         for rows in _batches(features.rows):

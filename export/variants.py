@@ -8,6 +8,7 @@ elsewhere the card says it was not measured.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -21,7 +22,8 @@ from memberpulse.models.features import FeatureBatch
 
 MAX_AUC_LOSS: Final = 0.005
 SPEED_BATCH: Final = 256
-SPEED_REPEATS: Final = 5
+SPEED_REPEATS: Final = 5  # timed calls per model and round
+SPEED_ROUNDS: Final = 4
 INT8: Final = "int8"
 FP16: Final = "fp16"
 
@@ -35,7 +37,7 @@ class Variant:
     provider: str
     accuracy: dict[str, float]
     delta: dict[str, float]  # variant minus fp32
-    speedup: float | None  # fp32 time / variant time at SPEED_BATCH, None: not measured
+    speedup: float | None  # fp32 time / variant time at SPEED_BATCH (medians), None: not measured
     refused: str | None = None
     note: str = ""
 
@@ -67,13 +69,30 @@ def quantize_int8(source: Path, target: Path) -> Path:
     del model.graph.value_info[:]
     clean = target.with_suffix(".noshapes.onnx")
     onnx.save(model, str(clean))
+    # The quantiser logs a generic "consider pre-processing" advice on the root logger
+    # (shape inference and graph optimisation, which this graph gets from onnxruntime).
+    root = logging.getLogger()
+    advice = _DropMessage("pre-processing before quantization")
+    root.addFilter(advice)
     try:
         quantize_dynamic(
             str(clean), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
         )
     finally:
+        root.removeFilter(advice)
         clean.unlink(missing_ok=True)
     return target
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def convert_fp16(source: Path, target: Path) -> Path:
@@ -86,18 +105,24 @@ def convert_fp16(source: Path, target: Path) -> Path:
     return target
 
 
-def seconds_per_batch(sess: Any, features: FeatureBatch, exclude: np.ndarray[Any, Any]) -> float:
-    """Best-of-N wall time for one SPEED_BATCH batch."""
+def measure_speedup(
+    base: Any, variant: Any, features: FeatureBatch, exclude: np.ndarray[Any, Any]
+) -> float:
+    """Median `base` time over median `variant` time for one SPEED_BATCH batch, the two
+    measured in alternating rounds so that a slow spell of the machine hits both."""
     rows = slice(0, min(SPEED_BATCH, features.rows))
     feed = {name: column[rows] for name, column in zip(FeatureBatch._fields, features, strict=True)}
     feed["exclude"] = exclude[rows]
-    sess.run(None, feed)  # warm-up
-    best = float("inf")
-    for _ in range(SPEED_REPEATS):
-        started = time.perf_counter()
-        sess.run(None, feed)
-        best = min(best, time.perf_counter() - started)
-    return best
+    laps: dict[int, list[float]] = {0: [], 1: []}
+    for round_ in range(SPEED_ROUNDS):
+        for which in (0, 1) if round_ % 2 == 0 else (1, 0):
+            sess = (base, variant)[which]
+            sess.run(None, feed)  # warm-up
+            for _ in range(SPEED_REPEATS):
+                started = time.perf_counter()
+                sess.run(None, feed)
+                laps[which].append(time.perf_counter() - started)
+    return float(np.median(laps[0]) / np.median(laps[1]))
 
 
 def build_variants(
@@ -112,28 +137,24 @@ def build_variants(
     none = np.full((features.rows, 1), -1, dtype=np.int64)
     base_session = session(fp32, [CPU])
     base = accuracy(onnx_outputs(base_session, features, none), churn, next_item)
-    base_time = seconds_per_batch(base_session, features, none)
     variants = []
 
     int8 = quantize_int8(raw, fp32.with_name(fp32.stem + ".int8.onnx"))
     int8_session = session(int8, [CPU])
     variants.append(
         _judge(INT8, int8, CPU, onnx_outputs(int8_session, features, none), churn, next_item,
-               base, base_time / seconds_per_batch(int8_session, features, none))
+               base, measure_speedup(base_session, int8_session, features, none))
     )  # fmt: skip
 
     fp16 = convert_fp16(raw, fp32.with_name(fp32.stem + ".fp16.onnx"))
     gpu = CUDA in loadable_providers()
     providers = [CUDA, CPU] if gpu else [CPU]
     fp16_session = session(fp16, providers)
-    speedup = None
+    fp16_speedup = None
     if gpu:
-        gpu_fp32 = session(fp32, providers)
-        speedup = seconds_per_batch(gpu_fp32, features, none) / seconds_per_batch(
-            fp16_session, features, none
-        )
+        fp16_speedup = measure_speedup(session(fp32, providers), fp16_session, features, none)
     fp16_variant = _judge(FP16, fp16, providers[0], onnx_outputs(fp16_session, features, none),
-                          churn, next_item, base, speedup)  # fmt: skip
+                          churn, next_item, base, fp16_speedup)  # fmt: skip
     if not gpu:
         note = "speed-up not measured: no CUDA provider loads here (accuracy measured on CPU)"
         fp16_variant = replace(fp16_variant, note=note)
