@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from memberpulse.export.files import card_path
+from memberpulse.export.scorer import CPU, CPU_DISABLED_FUSIONS
 from memberpulse.export.serving_graph import ServingGraph
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.features import FeatureBatch, schema_hash
@@ -95,7 +96,11 @@ def optimise(path: Path) -> None:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     tmp = path.with_suffix(".opt.onnx")
     options.optimized_model_filepath = str(tmp)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # Fusions a provider is better off without stay out of the file; a provider that wants
+    # them applies them when it loads the graph (see `scorer.disabled_fusions`).
+    ort.InferenceSession(
+        str(path), options, providers=[CPU], disabled_optimizers=list(CPU_DISABLED_FUSIONS)
+    )
     tmp.replace(path)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from memberpulse.export.parity import Outputs, accuracy, onnx_outputs
-from memberpulse.export.scorer import CPU, CUDA, loadable_providers
+from memberpulse.export.scorer import CPU, CUDA, disabled_fusions, loadable_providers
 from memberpulse.models.features import FeatureBatch
 
 MAX_AUC_LOSS: Final = 0.005
@@ -54,7 +54,9 @@ def session(path: Path, providers: list[str]) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(
+        str(path), options, providers=providers, disabled_optimizers=disabled_fusions(providers)
+    )
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
