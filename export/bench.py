@@ -25,6 +25,7 @@ from memberpulse.export.parity import exclusions
 from memberpulse.export.pipeline import export_model
 from memberpulse.export.scorer import CPU, CUDA, Scorer, default_threads, loadable_providers
 from memberpulse.export.serving_graph import ServingGraph
+from memberpulse.export.variants import INT8
 from memberpulse.models.bundle import load_bundle, load_heldout
 from memberpulse.models.features import FeatureBatch
 from memberpulse.models.network import MemberTransformer
@@ -76,11 +77,15 @@ def bench_model(model_dir: Path, settings: Any) -> dict[str, Any]:
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx = Path(tmp) / "model.onnx"
-        export_model(model_dir, onnx, settings.model_top_k, variants=True)
-        int8 = onnx.with_name("model.int8.onnx")
+        exported = export_model(model_dir, onnx, settings.model_top_k, variants=True)
         scorers = {"onnx-fp32": Scorer(onnx, bundle.spec, [CPU], threads, buckets=BATCH_SIZES)}
-        if int8.exists():
-            scorers["onnx-int8"] = Scorer(int8, bundle.spec, [CPU], threads, buckets=BATCH_SIZES)
+        for variant in exported.variants:
+            if variant.name == INT8 and variant.path is not None:
+                scorers["onnx-int8"] = Scorer(
+                    variant.path, bundle.spec, [CPU], threads, BATCH_SIZES
+                )
+            elif variant.name == INT8:
+                notes.append(f"no ONNX INT8 rows: the INT8 variant was refused ({variant.refused})")
         if CUDA in loadable_providers():
             scorers["onnx-cuda-fp32"] = Scorer(onnx, bundle.spec, [CUDA, CPU], threads, BATCH_SIZES)
         else:

@@ -122,7 +122,7 @@ def bench_model(
     out.line(report["machine"])
     for row in report["results"]:
         out.line(
-            f"{row['backend']:<14} batch {row['batch_size']:>5}: {row['seq_per_s']:>10,.0f} seq/s, "
+            f"{row['backend']:<26} batch {row['batch_size']:>5}: {row['seq_per_s']:>10,.0f} seq/s, "
             f"p50 {row['p50_ms']:8.2f} ms, p99 {row['p99_ms']:8.2f} ms"
         )
     for note in report.get("notes", []):
