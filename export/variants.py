@@ -100,9 +100,14 @@ class _DropMessage(logging.Filter):
 def convert_fp16(source: Path, target: Path) -> Path:
     """FP16 weights and activations, fp32 inputs and outputs (the worker's arrays stay fp32)."""
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    # ScatterElements with a reduction has no fp16 CPU kernel (onnxruntime 1.31); the
+    # exclusion and transition scatters are (B, ≤ 32) updates, cheap in fp32.
+    blocked = [*DEFAULT_OP_BLOCK_LIST, "ScatterElements"]
+    model = convert_float_to_float16(
+        onnx.load(str(source)), keep_io_types=True, op_block_list=blocked
+    )
     onnx.save(model, str(target))
     return target
 

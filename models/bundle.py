@@ -80,7 +80,14 @@ def load_bundle(path: str | Path) -> Bundle:
         )
     checkpoint = torch.load(path / MODEL_FILE, map_location="cpu", weights_only=True)
     model = MemberTransformer.from_bundle_args(checkpoint["args"])
-    model.load_state_dict(checkpoint["state_dict"])
+    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
+    # Checkpoints from before the transition table load with the table off (weight 0).
+    absent = [k for k in missing if not k.startswith("transition_")]
+    if absent or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not fit its network: missing {absent}, "
+            f"unexpected {unexpected}"
+        )
     model.eval()
     config = json.loads((path / CONFIG_FILE).read_text())
     baselines_path = path / BASELINES_FILE

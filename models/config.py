@@ -25,6 +25,7 @@ class NetworkConfig:
     dropout: float = 0.1
     causal: bool = True  # each event attends to earlier ones only (dense next-item training)
     spend_scale: float = 100.0  # spend is modelled in units of this many currency units
+    transitions: int = 16  # follow-up items kept per item in the transition table
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:

@@ -21,13 +21,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
 from memberpulse.models.config import NetworkConfig
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.features import AGGREGATES, FIRST_ID, TIME_BUCKETS, FeatureSpec
+from memberpulse.models.transitions import PURCHASE_TYPE_ID
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class Outputs(NamedTuple):
 class MemberTransformer(nn.Module):
     """The network; built from (NetworkConfig, Vocabulary) alone."""
 
+    transition_items: Tensor
+    transition_log_counts: Tensor
+    transition_weight: Tensor
+
     def __init__(self, config: NetworkConfig, vocab: Vocabulary) -> None:
         super().__init__()
         self.config, self.vocab = config, vocab
@@ -105,6 +112,12 @@ class MemberTransformer(nn.Module):
         self.spend_head = nn.Linear(hidden, 1)
         self.item_query = nn.Linear(hidden, hidden)
         self.item_bias = nn.Parameter(torch.zeros(vocab.n_catalogue))
+        # The item-to-item transition table (models/transitions.py) and its weight; weight
+        # 0 (as during training) leaves the network's own scores unchanged.
+        shape = (vocab.n_item_ids, config.transitions)
+        self.register_buffer("transition_items", torch.zeros(shape, dtype=torch.long))
+        self.register_buffer("transition_log_counts", torch.zeros(shape))
+        self.register_buffer("transition_weight", torch.zeros(()))
 
     def forward(
         self,
@@ -120,9 +133,8 @@ class MemberTransformer(nn.Module):
         """(B, L) ids and mask, (B, A) aggregates → `Outputs`."""
         hidden = self.hidden((items, types, ages, gaps, prices, categories, mask, aggregates))
         z = self.member(hidden, hidden[:, -1])  # (B, H): everything up to the latest event
-        return Outputs(
-            self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), self.item_scores(z)
-        )
+        scores = self.item_scores(z) + self.transition_scores(items, types, mask)
+        return Outputs(self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), scores)
 
     def hidden(self, features: Sequence[Tensor]) -> Tensor:
         """The encoder's output for the aggregate token and each event: (B, L + 1, H).
@@ -161,6 +173,31 @@ class MemberTransformer(nn.Module):
         catalogue = self.item.weight[self.vocab.first_item :]  # (N, H)
         scores: Tensor = self.item_query(z) @ catalogue.T + self.item_bias
         return scores
+
+    def transition_scores(self, items: Tensor, types: Tensor, mask: Tensor) -> Tensor:
+        """(B, N): the transition table's row of each member's latest purchase in the
+        sequence, times `transition_weight` (zeros for a member without one)."""
+        bought = (types == PURCHASE_TYPE_ID) & mask
+        positions = torch.arange(bought.shape[1], device=items.device)
+        latest, at = torch.where(bought, positions, -1).max(dim=1)  # (B,)
+        last = torch.where(latest >= 0, items.gather(1, at.unsqueeze(1)).squeeze(1), 0)
+        follow = self.transition_items[last.long()]  # (B, M)
+        weights = self.transition_log_counts[last.long()] * self.transition_weight
+        zeros = torch.zeros(items.shape[0], self.vocab.n_catalogue, device=items.device)
+        return zeros.scatter_add(1, follow, weights)
+
+    @torch.no_grad()
+    def set_transitions(
+        self, items: NDArray[np.int64], log_counts: NDArray[np.float32], weight: float
+    ) -> None:
+        """Install a transition table (−1 = no item) and its weight."""
+        if items.shape != tuple(self.transition_items.shape):
+            raise ValueError(
+                f"expected a {tuple(self.transition_items.shape)} table, got {items.shape}"
+            )
+        self.transition_items.copy_(torch.as_tensor(np.maximum(items, 0)))
+        self.transition_log_counts.copy_(torch.as_tensor(np.where(items >= 0, log_counts, 0.0)))
+        self.transition_weight.fill_(weight)
 
     @torch.no_grad()
     def init_item_prior(self, counts: Tensor) -> None:

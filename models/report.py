@@ -23,12 +23,15 @@ from memberpulse.models.baselines import (
 )
 from memberpulse.models.config import TrainConfig
 from memberpulse.models.dataset import Samples
-from memberpulse.models.features import FeatureSpec
+from memberpulse.models.features import FeatureBatch, FeatureSpec
 from memberpulse.models.network import MemberTransformer
+from memberpulse.models.transitions import Transitions, table_scores
 
 TOP_K: Final = 10
 RECALL_KS: Final = (1, 5, 10, 20, 50, 100)
 CALIBRATION_BINS: Final = 10
+TIE_BREAK: Final = 1e-3  # popularity's share of the transition baseline's scores (ties)
+RANK_CHUNK: Final = 2048  # members per (chunk, catalogue) score matrix
 
 
 class Predictions(NamedTuple):
@@ -99,6 +102,11 @@ def evaluate_samples(
         "popularity": popularity_ranks(counts, targets),
         "recent": recent_ranks([histories[i] for i in np.flatnonzero(has_next)], targets, counts),
     }
+    table = model_transitions(model)
+    if table is not None:
+        ranks["transitions"] = transition_ranks(
+            table, samples.features.take(np.flatnonzero(has_next)), targets, counts
+        )
     next_item = {name: _ranking(r) for name, r in ranks.items()}
     metrics = {
         "n_members": len(samples),
@@ -106,7 +114,7 @@ def evaluate_samples(
         "churn": {"model": churn_model, "baselines": {"rfm": churn_rfm}},
         "next_item": {
             "model": next_item["model"],
-            "baselines": {k: next_item[k] for k in ("popularity", "recent")},
+            "baselines": {k: v for k, v in next_item.items() if k != "model"},
             "n_targets": int(has_next.sum()),
             "catalogue": len(spec.items),
         },
@@ -128,6 +136,29 @@ def evaluate_samples(
         recall={name: m.recall_curve(r, RECALL_KS) for name, r in ranks.items()},
     )
     return metrics, curves
+
+
+def model_transitions(model: MemberTransformer) -> Transitions | None:
+    """The transition table installed in `model`, or None when it has none."""
+    weights = model.transition_log_counts.detach().cpu().numpy()
+    if not weights.any():
+        return None
+    items = model.transition_items.detach().cpu().numpy()
+    return Transitions(np.where(weights > 0, items, -1), weights)
+
+
+def transition_ranks(
+    table: Transitions, features: FeatureBatch, targets: NDArray[np.int64], counts: NDArray[Any]
+) -> NDArray[np.int64]:
+    """Target ranks under the table alone (the last purchase's most frequent follow-ups;
+    popularity breaks ties, far below the smallest step between two table weights)."""
+    tie_break = TIE_BREAK * np.log1p(counts) / max(float(np.log1p(counts).max()), 1.0)
+    ranks = []
+    for start in range(0, features.rows, RANK_CHUNK):
+        rows = np.arange(start, min(start + RANK_CHUNK, features.rows))
+        scores = table_scores(table, features.take(rows), len(counts)) + tie_break
+        ranks.append(m.ranks_of_targets(scores, targets[rows]))
+    return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
 def _churn_metrics(y: NDArray[np.float64], prob: NDArray[np.float64]) -> dict[str, float]:

@@ -27,23 +27,37 @@ from memberpulse.models.bundle import METRICS_FILE, save_bundle, save_heldout, w
 from memberpulse.models.config import TrainConfig
 from memberpulse.models.dataset import (
     Samples,
+    Split,
     build_samples,
     build_vocabulary,
     split,
     with_normalisation,
 )
 from memberpulse.models.eventlog import EventLog
-from memberpulse.models.features import FeatureBatch, schema_hash
-from memberpulse.models.metrics import roc_auc
+from memberpulse.models.features import FeatureBatch, FeatureSpec, schema_hash
+from memberpulse.models.metrics import recall_at_k, roc_auc
 from memberpulse.models.network import MemberTransformer, Outputs, Vocabulary
-from memberpulse.models.report import evaluate_samples, write_plots
+from memberpulse.models.report import evaluate_samples, predict, write_plots
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import to_iso
+from memberpulse.models.transitions import build_transitions
 
 _ITEMS, _MASK = FeatureBatch._fields.index("items"), FeatureBatch._fields.index("mask")
 _IGNORE = -100  # cross-entropy target of rows/positions without a catalogue item
 WARMUP_SHARE = 0.1  # linear warm-up over this share of the steps, then cosine decay
 LOO_HELD_OUT = 2  # leave-one-out: each member's last event tests, the one before validates
+TRANSITION_WEIGHTS = (
+    0.0,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    4.0,
+    8.0,
+    16.0,
+    32.0,
+)  # candidates, chosen on validation
+RECALL_K = 10
 
 
 class Progress(NamedTuple):
@@ -114,6 +128,8 @@ def train(
     model.init_item_prior(torch.as_tensor(item_counts))
     model.to(device)
     history, best_epoch, epochs_run = _fit(model, train_set, valid_set, config, device, report)
+    transitions = _fit_transitions(model, seen, until, spec, design, valid_set, config, device)
+    report(Progress(0, 0, 0, _describe_transitions(transitions)))
 
     rfm = LogisticRegression().fit(rfm_features(*train_set.rfm.T), train_set.churn)
     popularity = np.bincount(
@@ -121,6 +137,10 @@ def train(
     )
     baselines = {"rfm": rfm.to_dict(), "item_counts": item_counts.tolist()}
     metrics, curves = evaluate_samples(model, valid_set, spec, baselines, config, device)
+    metrics["transitions"] = transitions
+    if config.network.transitions:  # serve with the table of every member's events
+        final = build_transitions(seen, until, spec, config.network.transitions)
+        model.set_transitions(final.items, final.weights, transitions["weight"])
     metrics["training"] = {
         "samples": len(train_set),
         "valid_samples": len(valid_set),
@@ -153,6 +173,49 @@ def train(
         time.perf_counter() - started,
         metrics,
         history,
+    )
+
+
+def _fit_transitions(
+    model: MemberTransformer,
+    log: EventLog,
+    until: int,
+    spec: FeatureSpec,
+    design: Split,
+    valid_set: Samples,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Choose the transition table's weight by validation recall@10.
+
+    The table used here never saw a validation label: for a member split it counts the
+    training members' events only, for a time split the events before the validation
+    cutoff. It stays installed (for the validation metrics) until `train` swaps in the
+    table of every member's events for serving.
+    """
+    top_m = config.network.transitions
+    if not top_m:
+        return {"weight": 0.0, "valid_recall@10": {}}
+    clean_until = until if design.valid_members is not None else design.valid_cutoff
+    table = build_transitions(log, clean_until, spec, top_m, design.train_members)
+    recall: dict[str, float] = {}
+    for weight in TRANSITION_WEIGHTS:
+        model.set_transitions(table.items, table.weights, weight)
+        ranks = predict(model, valid_set, config.eval_batch_size, device).ranks
+        recall[f"{weight:g}"] = recall_at_k(ranks, RECALL_K) if len(ranks) else 0.0
+    best = max(TRANSITION_WEIGHTS, key=lambda w: recall[f"{w:g}"])
+    model.set_transitions(table.items, table.weights, best)
+    return {"weight": best, "top_m": top_m, "valid_recall@10": recall}
+
+
+def _describe_transitions(fitted: dict[str, Any]) -> str:
+    recall = fitted["valid_recall@10"]
+    if not recall:
+        return "transition table off"
+    chosen = f"{fitted['weight']:g}"
+    return (
+        f"transition table weight {chosen} (validation recall@10 {recall[chosen]:.4f}; "
+        f"without the table {recall['0']:.4f})"
     )
 
 

@@ -151,10 +151,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"PR-AUC {model['pr_auc']:.4f}, Brier {model['brier']:.4f}, ECE {model['ece']:.4f}"
         )
     if "model" in items:
-        pop, recent = items["baselines"]["popularity"], items["baselines"]["recent"]
+        baselines = ", ".join(
+            f"{name} {_f(figures['recall@10'])}" for name, figures in items["baselines"].items()
+        )
         lines.append(
-            f"next item: recall@10 {_f(items['model']['recall@10'])} "
-            f"(popularity {_f(pop['recall@10'])}, recent {_f(recent['recall@10'])}), "
+            f"next item: recall@10 {_f(items['model']['recall@10'])} ({baselines}), "
             f"NDCG@10 {_f(items['model']['ndcg@10'])}"
         )
     if "model" in spend:

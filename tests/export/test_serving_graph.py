@@ -7,6 +7,7 @@ exclusions) is checked against the reference on padded, empty and full sequences
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -54,6 +55,10 @@ def _model(layers: int, causal: bool, seed: int) -> MemberTransformer:
     with torch.no_grad():  # padding rows start at zero; make them count too
         for table in (model.item, model.event_type, model.age, model.gap, model.price):
             table.weight.add_(torch.randn_like(table.weight) * 0.1)
+    rng = np.random.default_rng(seed)
+    shape = (VOCAB.n_item_ids, config.transitions)
+    follow = rng.integers(-1, VOCAB.n_catalogue, shape)  # −1: fewer follow-ups
+    model.set_transitions(follow, rng.random(shape).astype(np.float32), weight=0.7)
     return model
 
 
