@@ -26,6 +26,7 @@ from memberpulse.models.baselines import LogisticRegression, rfm_features
 from memberpulse.models.bundle import METRICS_FILE, save_bundle, save_heldout, write_json
 from memberpulse.models.config import TrainConfig
 from memberpulse.models.dataset import (
+    NO_NEXT,
     Samples,
     Split,
     build_samples,
@@ -198,10 +199,11 @@ def _fit_transitions(
         return {"weight": 0.0, "valid_recall@10": {}}
     clean_until = until if design.valid_members is not None else design.valid_cutoff
     table = build_transitions(log, clean_until, spec, top_m, design.train_members)
+    has_next = valid_set.next_item != NO_NEXT  # members with an event after the cutoff
     recall: dict[str, float] = {}
     for weight in TRANSITION_WEIGHTS:
         model.set_transitions(table.items, table.weights, weight)
-        ranks = predict(model, valid_set, config.eval_batch_size, device).ranks
+        ranks = predict(model, valid_set, config.eval_batch_size, device).ranks[has_next]
         recall[f"{weight:g}"] = recall_at_k(ranks, RECALL_K) if len(ranks) else 0.0
     best = max(TRANSITION_WEIGHTS, key=lambda w: recall[f"{w:g}"])
     model.set_transitions(table.items, table.weights, best)
