@@ -19,7 +19,7 @@ from memberpulse.models.eventlog import load_events
 from memberpulse.models.features import schema_hash
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
-from memberpulse.models.train import LOO_HELD_OUT, train
+from memberpulse.models.train import LOO_HELD_OUT, TRANSITION_WEIGHTS, train
 from memberpulse.streams.cli import app
 from memberpulse.streams.simulate import SimConfig, simulate_to_file
 
@@ -68,6 +68,11 @@ def test_train_and_evaluate_end_to_end(
     assert bundle.spec.schema == schema_hash()
     assert bundle.config["until"] == until
     assert max(bundle.config["train_cutoffs"]) + horizon * MS_PER_DAY <= until  # labels < T
+    fitted = json.loads((out / METRICS_FILE).read_text())["transitions"]
+    assert fitted["weight"] in TRANSITION_WEIGHTS
+    assert set(fitted["valid_recall@10"]) == {f"{w:g}" for w in TRANSITION_WEIGHTS}
+    assert float(bundle.model.transition_weight) == fitted["weight"]
+    assert bundle.model.transition_log_counts.any()  # the serving table, of every member
 
     started = time.perf_counter()
     evaluated = runner.invoke(
@@ -86,8 +91,11 @@ def test_train_and_evaluate_end_to_end(
     for key in ("roc_auc", "pr_auc", "brier", "ece"):
         assert 0 <= report["churn"]["model"][key] <= 1
     assert 0 <= report["churn"]["baselines"]["rfm"]["roc_auc"] <= 1
-    for name in ("popularity", "recent"):
-        assert 0 <= report["next_item"]["baselines"][name]["recall@10"] <= 1
+    baselines = report["next_item"]["baselines"]
+    assert {"popularity", "recent"} <= set(baselines)
+    assert ("transitions" in baselines) == bool(bundle.model.transition_log_counts.any())
+    for figures in baselines.values():
+        assert 0 <= figures["recall@10"] <= 1
     assert 0 <= report["next_item"]["model"]["ndcg@10"] <= report["next_item"]["model"]["recall@10"]
     assert report["spend"]["model"]["mae"] >= 0
     assert report["active"]["n_members"] <= report["n_members"]
