@@ -23,8 +23,9 @@ top-K catalogue items after exclusions. It is the truth the parity gate compares
   constant, so the INT8 quantiser can quantise that product too, and excluded positions
   are set to −inf with one scatter-min (−1 entries scatter +inf, a no-op).
 
-Per batch of 256 members this turns a 2-layer, 64-wide model's ONNX graph from about 65
-to about 29 ms on this 2-core machine, and INT8 from 58 to about 23 (see BENCHMARKS.md).
+In profiles of a 2-layer, 64-wide model at batch 256 on the 2-core development machine,
+this took the ONNX graph from about 65 to about 29 ms and INT8 from 58 to about 23;
+BENCHMARKS.md has the `bench model` figures.
 """
 
 from __future__ import annotations
@@ -105,11 +106,11 @@ class _Folded(nn.Module):
         return F.embedding(index, self.table)
 
 
-def _fold(tables: list[nn.Embedding]) -> list[_Folded]:
+def _fold(tables: list[nn.Embedding]) -> nn.ModuleList:
     """`tables` as one folded lookup, or one lookup each if the product is too large."""
     if math.prod(t.num_embeddings for t in tables) <= MAX_FOLDED_ROWS:
-        return [_Folded(tables)]
-    return [_Folded([t]) for t in tables]
+        return nn.ModuleList([_Folded(tables)])
+    return nn.ModuleList(_Folded([t]) for t in tables)
 
 
 class _Layer(nn.Module):
@@ -230,7 +231,7 @@ class ServingGraph(nn.Module):
         return churn, spend, top_items, top_scores
 
     @staticmethod
-    def _lookup(folded: list[_Folded], ids: list[Tensor]) -> Tensor:
+    def _lookup(folded: nn.ModuleList, ids: list[Tensor]) -> Tensor:
         if len(folded) == 1:
             single: Tensor = folded[0](*ids)
             return single

@@ -96,3 +96,13 @@ def test_top_k_outside_the_catalogue_is_refused() -> None:
     model = _model(1, True, seed=0)
     with pytest.raises(ValueError, match="top_k must be in"):
         ServingGraph(model, VOCAB.n_catalogue + 1)
+
+
+def test_every_tensor_of_the_serving_graph_is_registered() -> None:
+    """Folded tables and rearranged weights move with `.to(device)` and are exported as
+    constants: each is a buffer or parameter of the module tree."""
+    model = _model(2, True, seed=1)
+    graph = ServingGraph(model, TOP_K)
+    names = {name for name, _ in graph.named_buffers()}
+    assert {"age_gap.0.table", "type_price_category.0.table", "catalogue"} <= names
+    assert "last.q_weight" in names
