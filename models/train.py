@@ -36,9 +36,9 @@ from memberpulse.models.dataset import (
 )
 from memberpulse.models.eventlog import EventLog
 from memberpulse.models.features import FeatureBatch, FeatureSpec, schema_hash
-from memberpulse.models.metrics import recall_at_k, roc_auc
+from memberpulse.models.metrics import ranks_of_targets, recall_at_k, roc_auc
 from memberpulse.models.network import MemberTransformer, Outputs, Vocabulary
-from memberpulse.models.report import evaluate_samples, predict, write_plots
+from memberpulse.models.report import evaluate_samples, write_plots
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import to_iso
 from memberpulse.models.transitions import build_transitions
@@ -199,12 +199,27 @@ def _fit_transitions(
         return {"weight": 0.0, "valid_recall@10": {}}
     clean_until = until if design.valid_members is not None else design.valid_cutoff
     table = build_transitions(log, clean_until, spec, top_m, design.train_members)
-    has_next = valid_set.next_item != NO_NEXT  # members with an event after the cutoff
-    recall: dict[str, float] = {}
-    for weight in TRANSITION_WEIGHTS:
-        model.set_transitions(table.items, table.weights, weight)
-        ranks = predict(model, valid_set, config.eval_batch_size, device).ranks[has_next]
-        recall[f"{weight:g}"] = recall_at_k(ranks, RECALL_K) if len(ranks) else 0.0
+    model.set_transitions(table.items, table.weights, 0.0)
+    ranks: dict[float, list[NDArray[np.int64]]] = {w: [] for w in TRANSITION_WEIGHTS}
+    targets = np.where(valid_set.next_item >= 0, valid_set.next_item, -1)
+    rows = np.flatnonzero(valid_set.next_item != NO_NEXT)  # members with a next event
+    model.eval().to(device)
+    with torch.no_grad():  # one network pass; each weight only rescales the table's part
+        for start in range(0, len(rows), config.eval_batch_size):
+            chunk = rows[start : start + config.eval_batch_size]
+            columns = [torch.as_tensor(c, device=device) for c in valid_set.features.take(chunk)]
+            items, types, mask = columns[0], columns[1], columns[6]
+            model.transition_weight.fill_(0.0)
+            network_part = model(*columns).item_scores
+            model.transition_weight.fill_(1.0)
+            table_part = model.transition_scores(items, types, mask)
+            for weight in TRANSITION_WEIGHTS:
+                scores = (network_part + weight * table_part).float().cpu().numpy()
+                ranks[weight].append(ranks_of_targets(scores, targets[chunk]))
+    recall = {
+        f"{w:g}": recall_at_k(np.concatenate(r), RECALL_K) if len(rows) else 0.0
+        for w, r in ranks.items()
+    }
     best = max(TRANSITION_WEIGHTS, key=lambda w: recall[f"{w:g}"])
     model.set_transitions(table.items, table.weights, best)
     return {"weight": best, "top_m": top_m, "valid_recall@10": recall}
