@@ -130,6 +130,7 @@ class DecisionState:
     cooldown_until: dict[str, int] = field(default_factory=dict)
     recommendation_fingerprint: str | None = None
     next_idle_check: int | None = None
+    projected_tier: str | None = None
 
 
 def day_of(ts_ms: int) -> int:

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 MS_PER_SECOND: Final = 1_000
+MS_PER_MINUTE: Final = 60_000
+MS_PER_HOUR: Final = 3_600_000
 MS_PER_DAY: Final = 86_400_000
 
 

@@ -120,7 +120,35 @@ class Settings(BaseSettings):
     # --- Decisions ---------------------------------------------------------------
     churn_alert_threshold: float = Field(0.7, gt=0, lt=1)
     churn_rearm_threshold: float = Field(0.5, gt=0, lt=1)
-    churn_cooldown_days: float = Field(7.0, ge=0)
+    churn_cooldown_days: float = Field(7.0, ge=0, description="at most one alert per span")
+    reason_purchase_gap_ratio: float = Field(
+        2.0, gt=0, description="reason code when the purchase gap exceeds this × usual"
+    )
+    reason_activity_drop: float = Field(
+        0.5, gt=0, le=1, description="reason code when 30-day activity < this × previous 30"
+    )
+    rec_material_top: int = Field(3, ge=1, description="a change in the first N items is material")
+    rec_min_interval_minutes: float = Field(
+        60.0, ge=0, description="at most one recommendation update per member per span"
+    )
+    coupon_rules: Path | None = Field(
+        None, description="coupon rules TOML (default: the packaged coupons.default.toml)"
+    )
+    tier_names: tuple[str, ...] = ("member", "silver", "gold", "platinum")
+    tier_min_spend: tuple[float, ...] = Field(
+        (0.0, 250.0, 750.0, 2000.0),
+        description="tier floors on trailing-12-month spend (+ expected spend when projected)",
+    )
+    tier_full_history_days: int = Field(
+        365, ge=1, description="shorter histories are marked partial_history"
+    )
+    idle_gap_multiple: float = Field(
+        2.0, gt=0, description="idle check when the purchase gap exceeds this × usual gap"
+    )
+    idle_default_days: float = Field(
+        21.0, gt=0, description="idle check after this much silence without a usual gap"
+    )
+    idle_recheck_days: float = Field(7.0, gt=0, description="re-check a silent member every")
 
     # --- Training (memberpulse train; sizes fit 2 CPU cores, raise them for a GPU) ------
     train_hidden: int = Field(64, ge=8, description="transformer width")
@@ -174,6 +202,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"churn_rearm_threshold ({self.churn_rearm_threshold}) must be below "
                 f"churn_alert_threshold ({self.churn_alert_threshold}) for hysteresis"
+            )
+        floors = self.tier_min_spend
+        if len(floors) != len(self.tier_names) or list(floors) != sorted(floors) or floors[0]:
+            raise ValueError(
+                f"tier_min_spend {floors} must start at 0, rise, and match tier_names "
+                f"{self.tier_names} one to one"
             )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password

@@ -91,7 +91,9 @@ def decode_decision(blob: bytes | None) -> DecisionState:
     if blob is None:
         return DecisionState()
     values = msgpack.unpackb(blob, strict_map_key=False)
-    return DecisionState(**dict(zip(_DECISION_FIELDS, values, strict=True)))
+    # Fields are only ever appended: a blob written before a field existed lacks its tail,
+    # which keeps the field's default.
+    return DecisionState(**dict(zip(_DECISION_FIELDS, values, strict=False)))
 
 
 _DECISION_FIELDS = tuple(field.name for field in fields(DecisionState))
