@@ -131,6 +131,7 @@ class DecisionState:
     recommendation_fingerprint: str | None = None
     next_idle_check: int | None = None
     projected_tier: str | None = None
+    decided_at: int | None = None  # event time of the latest decision (replays stay quiet)
 
 
 def day_of(ts_ms: int) -> int:

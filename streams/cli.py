@@ -246,9 +246,10 @@ def _redis_up(settings: Settings) -> bool:
 
 def register_commands() -> None:
     """Attach the commands that live in their own modules."""
-    from memberpulse.streams import cli_export, cli_models, cli_simulate
+    from memberpulse.streams import cli_export, cli_models, cli_simulate, cli_worker
 
     cli_simulate.register(app)
+    cli_worker.register(app)
     cli_models.register(app)
     cli_export.register(app, bench_app)
 

@@ -29,6 +29,7 @@ from memberpulse.streams.errors import ConfigError
 INTENT_TYPES: Final = (CLICK, BROWSE, ADD_TO_CART, SEARCH)
 DEFAULT_RULES: Final = "coupons.default.toml"
 _HASH_BYTES: Final = 8
+_HASH_SCALE: Final = float(1 << (8 * _HASH_BYTES))
 
 Op = Literal[">=", ">", "<=", "<", "=="]
 _OPS: Final[dict[str, Callable[[float, float], bool]]] = {
@@ -91,7 +92,7 @@ class Condition(BaseModel):
 
     def holds(self, signals: Mapping[str, float]) -> bool:
         """Whether the condition holds for these signal values."""
-        return _OPS[self.op](signals[self.signal], self.value)
+        return bool(_OPS[self.op](signals[self.signal], self.value))
 
 
 class Rule(BaseModel):
@@ -160,7 +161,7 @@ class CouponRules(BaseModel):
     def in_holdout(self, member_id: str) -> bool:
         """Deterministic control group: sha256(salt + member_id) below the holdout share."""
         digest = hashlib.sha256((self.holdout_salt + member_id).encode("utf-8", "surrogatepass"))
-        draw = int.from_bytes(digest.digest()[:_HASH_BYTES], "big") / 2 ** (8 * _HASH_BYTES)
+        draw = int.from_bytes(digest.digest()[:_HASH_BYTES], "big") / _HASH_SCALE
         return draw < self.holdout_share
 
 

@@ -44,6 +44,11 @@ COUPON: Final = "coupon"
 TIER: Final = "tier"
 KINDS: Final = (CHURN, RECOMMENDATION, COUPON, TIER)
 IDLE_CHECK: Final = "idle_check"
+NEVER_PURCHASED: Final = "never_purchased"
+PURCHASE_GAP: Final = "purchase_gap_above_usual"
+ACTIVITY_DOWN: Final = "activity_down_vs_previous_30d"
+NO_ACTIVITY_7D: Final = "no_activity_7d"
+REASON_CODES: Final = (NEVER_PURCHASED, PURCHASE_GAP, ACTIVITY_DOWN, NO_ACTIVITY_7D)
 CENTS: Final = 100
 _FINGERPRINT_HEX: Final = 16
 
@@ -174,6 +179,7 @@ def decide(
         recommendation_fingerprint=fingerprint,
         next_idle_check=next_idle_check(snapshot, now, policy),
         projected_tier=tier,
+        decided_at=now,
     )
     return Decision(new_state, tuple(outputs), reservation)
 
@@ -211,14 +217,14 @@ def reason_codes(snapshot: MemberSnapshot, policy: Policy) -> list[str]:
     since_purchase = snapshot.recency_ms("purchase")
     mean_gap = snapshot.orders.mean_gap_ms
     if since_purchase is None:
-        reasons.append("never_purchased")
+        reasons.append(NEVER_PURCHASED)
     elif mean_gap and since_purchase > policy.reason_gap_ratio * mean_gap:
-        reasons.append("purchase_gap_above_usual")
+        reasons.append(PURCHASE_GAP)
     last_30, previous_30 = sum(snapshot.counts["30d"]), sum(snapshot.counts["prev30d"])
     if previous_30 and last_30 < policy.reason_activity_drop * previous_30:
-        reasons.append("activity_down_vs_previous_30d")
+        reasons.append(ACTIVITY_DOWN)
     if not sum(snapshot.counts["7d"]):
-        reasons.append("no_activity_7d")
+        reasons.append(NO_ACTIVITY_7D)
     return reasons
 
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     kafka_local_session_timeout_s: float = Field(4.0, gt=0)
     kafka_local_heartbeat_interval_s: float = Field(1.0, gt=0)
     kafka_producer_linger_ms: int = Field(5, ge=0)
+    output_flush_timeout_s: float = Field(
+        30.0, gt=0, description="deadline for the broker to confirm a batch's outputs"
+    )
 
     # --- Redis -------------------------------------------------------------------
     redis_url: SecretStr = Field(
@@ -88,9 +91,16 @@ class Settings(BaseSettings):
     input_partitions: int = Field(4, ge=1)
     output_partitions: int = Field(4, ge=1)
 
-    # --- Micro-batching ----------------------------------------------------------
+    # --- Micro-batching and the worker ---------------------------------------------
     batch_max_size: int = Field(512, ge=1)
     batch_max_wait_ms: int = Field(50, ge=1)
+    worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
+    worker_web_bind: str = Field("0.0.0.0", description="address of /metrics, /health, /ready")  # noqa: S104
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
+    worker_log_level: str = Field("warning", description="worker log level")
+    idle_tick_s: float = Field(1.0, gt=0, description="wall seconds between idle-check passes")
+    worker_retry_backoff_s: float = Field(0.5, gt=0, description="first retry of a failed batch")
+    worker_retry_backoff_max_s: float = Field(10.0, gt=0)
 
     # --- Input validation (live stream) -------------------------------------------
     max_event_bytes: int = Field(65_536, ge=256)

@@ -66,10 +66,12 @@ class _Sent(NamedTuple):
     """The raw replies of one apply round trip, with what is needed to decode them."""
 
     now: int
+    partition_now: Mapping[int, int]
     members: list[str]
     by_member: dict[str, list[SourcedEvent]]
     member_replies: list[Any]
-    idle_replies: list[Any]
+    idle_replies: list[tuple[int, Any]]  # (partition, reply)
+    budget_replies: list[tuple[tuple[str, int], Any]]
 
 
 class RedisState:
@@ -118,9 +120,20 @@ class RedisState:
         delivered: Mapping[str, Sequence[str]] | None = None,
         idle_partitions: Sequence[int] = (),
         releases: Sequence[Reservation] = (),
+        partition_now: Mapping[int, int] | None = None,
+        budgets: Sequence[tuple[str, int]] = (),
     ) -> ApplyResult:
-        """Apply a micro-batch; return snapshots, decision states, pending outbox, idle-due."""
-        return self._finish(self._send(events, now, delivered or {}, idle_partitions, releases))
+        """Apply a micro-batch; return snapshots, decision states, pending outbox, idle-due.
+
+        `now` is the batch's event time; `partition_now` (partition → event time) overrides
+        it per partition, for snapshots and idle fetches alike. `delivered`: outbox ids
+        confirmed since the last call, per member (cleared here). `releases`: budget
+        reservations to give back. `budgets`: (budget, day) ledgers whose spent total to read.
+        """
+        sent = self._send(
+            events, now, delivered or {}, idle_partitions, releases, partition_now or {}, budgets
+        )
+        return self._finish(sent)
 
     def apply_stream(
         self, batches: Iterable[tuple[Sequence[SourcedEvent], int]]
@@ -132,7 +145,7 @@ class RedisState:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-io") as io:
             pending: Future[_Sent] | None = None
             for events, now in batches:
-                sent = io.submit(self._send, events, now, {}, (), ())
+                sent = io.submit(self._send, events, now, {}, (), (), {}, ())
                 if pending is not None:
                     yield self._finish(pending.result())
                 pending = sent
@@ -146,6 +159,8 @@ class RedisState:
         delivered: Mapping[str, Sequence[str]],
         idle_partitions: Sequence[int],
         releases: Sequence[Reservation],
+        partition_now: Mapping[int, int],
+        budgets: Sequence[tuple[str, int]],
     ) -> _Sent:
         """Round trip 1 itself: every byte exchanged with Redis, nothing decoded yet."""
         by_member: dict[str, list[SourcedEvent]] = {}
@@ -175,6 +190,8 @@ class RedisState:
                 )
             for reservation in releases:
                 self._budget_call(pipe, "release", reservation)
+            for budget, day in budgets:
+                pipe.hget(keys.budget_key(self._prefix, budget, day), "spent")
             if not self._cluster:
                 for partition in idle_partitions:
                     pipe.execute_command(
@@ -182,25 +199,43 @@ class RedisState:
                         self._sha["idle"],
                         1,
                         keys.idle_key(self._prefix, partition),
-                        now,
+                        partition_now.get(partition, now),
                         self._settings.state_idle_fetch_limit,
                         self._prefix,
                     )
 
         replies = self._pipeline(build)
         member_replies = [reply for group_reply in replies[: len(groups)] for reply in group_reply]
-        idle_replies = replies[len(groups) + len(releases) :]
-        if self._cluster and idle_partitions:
-            idle_replies = self._idle_on_cluster(idle_partitions, now)
-        return _Sent(now, members, by_member, member_replies, idle_replies)
+        rest = replies[len(groups) + len(releases) :]
+        budget_replies = list(zip(budgets, rest[: len(budgets)], strict=True))
+        if self._cluster:  # the idle fetch is a second step there (its keys span nodes)
+            idle_replies = (
+                self._idle_on_cluster(idle_partitions, now, partition_now)
+                if idle_partitions
+                else []
+            )
+        else:
+            idle_replies = list(zip(idle_partitions, rest[len(budgets) :], strict=True))
+        return _Sent(
+            now, partition_now, members, by_member, member_replies, idle_replies, budget_replies
+        )
 
     def _finish(self, sent: _Sent) -> ApplyResult:
         """Decode what a round trip returned (pure CPU, no I/O)."""
         result = ApplyResult()
         for member, reply in zip(sent.members, sent.member_replies, strict=True):
-            self._collect(result, member, sent.by_member.get(member, []), reply, sent.now)
-        for reply in sent.idle_replies:
-            self._collect_idle(result, reply, sent.now)
+            items = sent.by_member.get(member, [])
+            partition = items[0].partition if items else None
+            now = sent.now if partition is None else sent.partition_now.get(partition, sent.now)
+            self._collect(result, member, items, reply, now)
+            if member in result.snapshots and partition is not None:
+                result.partitions[member] = partition
+        for partition, reply in sent.idle_replies:
+            self._collect_idle(
+                result, reply, sent.partition_now.get(partition, sent.now), partition
+            )
+        for ledger, spent in sent.budget_replies:
+            result.budget_spent[ledger] = int(spent or 0)
         return result
 
     def _apply_args(
@@ -232,24 +267,26 @@ class RedisState:
         self, result: ApplyResult, member: str, items: Sequence[SourcedEvent], reply: Any, now: int
     ) -> None:
         blob, decision, pending, statuses = reply
-        if not blob:  # nothing stored for the member (only outbox ids were confirmed)
-            return
-        result.snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
-        result.decision_states[member] = decode_decision(decision)
         if pending:
             entries = iter(pending)
             result.pending_outbox[member] = {
                 k.decode(): v for k, v in zip(entries, entries, strict=True)
             }
+        if not blob or not items:  # nothing stored, or only outbox ids were confirmed
+            return
+        result.snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
+        result.now[member] = now
+        result.decision_states[member] = decode_decision(decision)
         for item, status in zip(items, statuses.decode(), strict=True):
             if status == "a":
                 result.applied += 1
+                result.changed.add(member)
             elif status == "l":
                 result.too_late.append(item)
             else:
                 result.duplicates += 1
 
-    def _collect_idle(self, result: ApplyResult, reply: Any, now: int) -> None:
+    def _collect_idle(self, result: ApplyResult, reply: Any, now: int, partition: int) -> None:
         flat = iter(reply)
         for _tag, blob, decision in zip(flat, flat, flat, strict=True):
             if not blob:
@@ -259,31 +296,41 @@ class RedisState:
             if member in result.snapshots:
                 continue  # touched in this batch: scored once, with its fresh snapshot
             result.idle_due[member] = snapshot_from_state(state, now, self._spec)
+            result.now[member] = now
+            result.partitions[member] = partition
             result.decision_states[member] = decode_decision(decision)
 
-    def _idle_on_cluster(self, partitions: Sequence[int], now: int) -> list[list[Any]]:
+    def _idle_on_cluster(
+        self, partitions: Sequence[int], now: int, partition_now: Mapping[int, int]
+    ) -> list[tuple[int, Any]]:
         limit = self._settings.state_idle_fetch_limit
         tags_per_partition = self._pipeline(
             lambda pipe: [
-                pipe.zrangebyscore(keys.idle_key(self._prefix, p), "-inf", now, 0, limit)
+                pipe.zrangebyscore(
+                    keys.idle_key(self._prefix, p), "-inf", partition_now.get(p, now), 0, limit
+                )
                 for p in partitions
             ]
         )
-        tags = [tag.decode() for group in tags_per_partition for tag in group]
+        tags = [
+            (p, tag.decode())
+            for p, group in zip(partitions, tags_per_partition, strict=True)
+            for tag in group
+        ]
         if not tags:
             return []
 
         def fetch(pipe: Any) -> None:
-            for tag in tags:
+            for _partition, tag in tags:
                 base = f"{self._prefix}:{{{tag}}}:"
                 pipe.get(base + keys.STATE)
                 pipe.get(base + keys.DECISION)
 
         values = self._pipeline(fetch)
-        flat: list[Any] = []
-        for index, tag in enumerate(tags):
-            flat += [tag, values[2 * index], values[2 * index + 1]]
-        return [flat]
+        flat: dict[int, list[Any]] = {}
+        for index, (partition, tag) in enumerate(tags):
+            flat.setdefault(partition, []).extend([tag, values[2 * index], values[2 * index + 1]])
+        return list(flat.items())
 
     def read(self, members: Iterable[str], now: int) -> dict[str, MemberSnapshot]:
         """Snapshots of stored members as of `now` (members without state are left out)."""

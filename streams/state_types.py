@@ -51,6 +51,10 @@ class ApplyResult:
     applied: int = 0
     duplicates: int = 0
     too_late: list[SourcedEvent] = field(default_factory=list)
+    now: dict[str, int] = field(default_factory=dict)  # the event time of each snapshot
+    partitions: dict[str, int] = field(default_factory=dict)  # each snapshot's partition
+    budget_spent: dict[tuple[str, int], int] = field(default_factory=dict)  # (budget, day)
+    changed: set[str] = field(default_factory=set)  # members with an event applied just now
 
 
 @dataclass
@@ -71,6 +75,8 @@ class StateStore(Protocol):
         delivered: Mapping[str, Sequence[str]] | None = None,
         idle_partitions: Sequence[int] = (),
         releases: Sequence[Reservation] = (),
+        partition_now: Mapping[int, int] | None = None,
+        budgets: Sequence[tuple[str, int]] = (),
     ) -> ApplyResult:
         """Round trip 1."""
 

@@ -75,3 +75,37 @@ def cluster_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
             redis_url=f"redis://127.0.0.1:{ports[0]}/0",
             redis_cluster=True,
         )
+
+
+@pytest.fixture(scope="session")
+def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model registry holding one small trained, exported and promoted model.
+
+    Trained here on simulated members (no download), once per session (~45 s: smaller
+    models do not tell a silent member from a loyal one): the worker tests
+    score with a real ONNX model. Tests that change the registry copy it first.
+    """
+    from dataclasses import replace
+
+    from memberpulse.export.pipeline import export_model
+    from memberpulse.export.registry import Registry
+    from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+    from memberpulse.models.eventlog import load_events
+    from memberpulse.models.snapshot import StateSpec
+    from memberpulse.models.train import train
+    from memberpulse.streams.simulate import SimConfig, simulate_to_file
+
+    root = tmp_path_factory.mktemp("served-model")
+    simulate_to_file(SimConfig(members=1_500, days=90, seed=5), root / "events.parquet")
+    config = TrainConfig(
+        network=NetworkConfig(hidden=32, heads=2, ffn=64, layers=1),
+        dataset=DatasetConfig(horizon_days=21, sequence_length=16),
+        epochs=4,
+    )
+    train(
+        load_events(root / "events.parquet"), root / "model", replace(config, seed=3), StateSpec()
+    )
+    onnx_file = export_model(root / "model", root / "onnx" / "model.onnx", 10, variants=False).onnx
+    registry = Registry(root / "registry")
+    registry.promote(registry.add(onnx_file))
+    return registry.root

@@ -40,3 +40,20 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s: {what or condition}")
         time.sleep(interval)
+
+
+def output_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema shipped for an output kind (or `dlq`)."""
+    import json
+    from importlib.resources import files
+
+    text = files("memberpulse.streams").joinpath("schemas", f"{kind}.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_record(record: dict[str, Any], kind: str | None = None) -> None:
+    """Fail unless `record` matches its kind's schema (its own `kind` field by default)."""
+    import jsonschema
+
+    jsonschema.validate(record, output_schema(kind or str(record["kind"])))

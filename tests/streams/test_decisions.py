@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from memberpulse.models.fold import fold
@@ -330,3 +331,29 @@ def test_rules_file_errors_name_the_problem(tmp_path: Path) -> None:
 def test_tier_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="tier_min_spend"):
         Settings(tier_names=("a", "b"), tier_min_spend=(0.0, 10.0, 20.0))
+
+
+def test_the_shipped_schemas_match_the_code() -> None:
+    import jsonschema
+
+    from memberpulse.streams.decisions import KINDS, REASON_CODES
+    from memberpulse.streams.events import Reason
+    from tests.helpers import output_schema
+
+    for kind in (*KINDS, "dlq"):
+        jsonschema.Draft202012Validator.check_schema(output_schema(kind))
+    assert set(output_schema("dlq")["properties"]["reason"]["enum"]) == {r.value for r in Reason}
+    reasons = output_schema(CHURN)["properties"]["reasons"]["items"]["enum"]
+    assert set(reasons) == set(REASON_CODES)
+
+
+def test_decided_outputs_match_their_schemas() -> None:
+    from tests.helpers import validate_record
+
+    policy = _coupon_policy()
+    decision = decide(
+        MEMBER, _snapshot(), DecisionState(), _scores(0.9, spend=150.0), "e1", NOW_MS, policy, "v1"
+    )
+    assert {out.kind for out in decision.outputs} == {CHURN, RECOMMENDATION, COUPON, TIER}
+    for out in decision.outputs:
+        validate_record(orjson.loads(out.to_wire()))

@@ -1,0 +1,265 @@
+"""The Faust app: one agent over the three input topics, micro-batches into the batch path.
+
+`take_events(max_batch, within=max_wait)` hands the agent a list of events; the batch
+runs through `BatchProcessor.process` on one worker thread (inference, Redis and the
+producer flush stay off the event loop, which keeps heartbeats and the web server
+alive), and only when it returns — outputs confirmed — does the loop go round, which is
+when Faust acknowledges the batch's offsets (`take_events` acks a buffer after the
+consumer's body finished with it). One thread means batches, idle checks included, are
+decided and produced strictly in order.
+
+Transient failures (Redis away, outputs unconfirmed) retry the same batch with backoff
+and mark the worker not ready; anything else crashes the worker with a non-zero exit
+rather than skipping a batch. See ARCHITECTURE.md for why state lives in Redis and not
+in Faust tables, and for the tansu group-join settings (`kafka_profile=local`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final, cast
+
+import faust
+from confluent_kafka import KafkaException
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from memberpulse.export.registry import ModelHolder, Registry, redis_promoted
+from memberpulse.streams import metrics
+from memberpulse.streams.coupons import load_rules
+from memberpulse.streams.decisions import Policy
+from memberpulse.streams.errors import ConfigError, StateUnavailable
+from memberpulse.streams.kafka import group_timing_ms, partition_counts
+from memberpulse.streams.logs import logging_config
+from memberpulse.streams.processor import BatchProcessor, BatchReport, InRecord
+from memberpulse.streams.settings import Settings
+from memberpulse.streams.sink import KafkaSink, OutputsNotConfirmed
+from memberpulse.streams.state import RedisState
+
+log = logging.getLogger(__name__)
+
+TRANSIENT: Final = (StateUnavailable, OutputsNotConfirmed, KafkaException)
+_MS: Final = 1000.0
+
+
+class Worker:
+    """Everything one worker process holds: the Faust app, the batch path, its health."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        check_input_partitions(settings)
+        store = RedisState(settings)
+        registry = Registry(settings.registry_root)
+        self.models = ModelHolder(
+            registry, promoted=_promoted(registry, store, settings.redis_key_prefix)
+        )
+        self.models.refresh()
+        self.models.current()  # no model in service: refuse to start, saying where to put one
+        self.sink = KafkaSink(settings)
+        policy = Policy.from_settings(settings, load_rules(settings.coupon_rules))
+        self.processor = BatchProcessor(settings, store, self.models, self.sink, policy)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self.failing: str | None = None  # the last transient failure, while it lasts
+        self.first_event_at: float | None = None
+        self.reports = 0
+        self.app = self._build_app()
+
+    # --- the Faust app ------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        timing = group_timing_ms(s)
+        datadir = s.home / "worker" / s.worker_group_id
+        datadir.mkdir(parents=True, exist_ok=True)
+        options: dict[str, Any] = {}
+        if timing:
+            options["broker_session_timeout"] = timing["session_timeout_ms"] / _MS
+            options["broker_heartbeat_interval"] = timing["heartbeat_interval_ms"] / _MS
+        app = faust.App(
+            s.worker_group_id,
+            broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+            broker_credentials=_credentials(s),
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=s.input_partitions,
+            consumer_auto_offset_reset="earliest",
+            broker_max_poll_records=s.batch_max_size,
+            datadir=str(datadir),
+            web_enabled=True,
+            web_port=s.worker_web_port,
+            web_bind=s.worker_web_bind,
+            web_in_thread=False,
+            producer_linger=s.kafka_producer_linger_ms / _MS,
+            **options,
+        )
+        inputs = app.topic(*s.input_topics, value_serializer="raw", key_serializer="raw")
+        within = s.batch_max_wait_ms / _MS
+
+        @app.agent(inputs, name="memberpulse-score")
+        async def score(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_max_size, within=within):
+                records = [
+                    InRecord(
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
+                        round(e.message.timestamp * _MS),
+                    )
+                    for e in events
+                ]
+                if self.first_event_at is None:
+                    self.first_event_at = time.monotonic()
+                await self._run(app, functools.partial(self.processor.process, records))
+
+        @app.timer(interval=s.idle_tick_s)  # type: ignore[untyped-decorator]
+        async def idle_checks() -> None:
+            partitions = sorted(
+                {tp.partition for tp in app.consumer.assignment() if tp.topic in s.input_topics}
+            )
+            if partitions:
+                await self._run(app, functools.partial(self.processor.tick, partitions))
+            self._update_lag(app)
+
+        @app.page("/metrics")
+        async def metrics_view(view: View, _request: Request) -> Response:
+            return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+        @app.page("/health")
+        async def health(view: View, _request: Request) -> Response:
+            return view.json({"status": "ok"})
+
+        @app.page("/ready")
+        async def ready(view: View, _request: Request) -> Response:
+            assigned = len(app.consumer.assignment())
+            body = {
+                "ready": assigned > 0 and self.failing is None,
+                "assigned_partitions": assigned,
+                "model_version": self.models.loaded.version if self.models.loaded else None,
+                "failing": self.failing,
+            }
+            return view.json(body, status=200 if body["ready"] else 503)
+
+        async def drain(_sender: Any, **_kwargs: Any) -> None:
+            # The batch in flight finishes (or fails) on its thread; its offsets were not
+            # acknowledged unless it finished. Then what is queued gets flushed.
+            await asyncio.get_running_loop().run_in_executor(None, self._close)
+
+        cast(Any, app.on_before_shutdown).connect(drain)  # mode types receivers narrowly
+
+        _ = (score, idle_checks, metrics_view, health, ready, drain)
+        return app
+
+    async def _run(self, app: faust.App, work: Any) -> BatchReport:
+        """Run one batch on the batch thread; retry transient failures, crash on others."""
+        loop = asyncio.get_running_loop()
+        delay = self.settings.worker_retry_backoff_s
+        while True:
+            try:
+                report: BatchReport = await loop.run_in_executor(self.executor, work)
+            except TRANSIENT as exc:
+                self.failing = f"{type(exc).__name__}: {exc}"
+                log.warning("batch failed, retrying in %.1f s: %s", delay, self.failing)
+                await asyncio.sleep(delay)  # backoff before retrying the same batch
+                delay = min(delay * 2, self.settings.worker_retry_backoff_max_s)
+                continue
+            except Exception as exc:
+                log.exception("batch failed with an unexpected error; stopping the worker")
+                await app.crash(exc)
+                raise
+            self.failing = None
+            self.reports += 1
+            return report
+
+    def _update_lag(self, app: faust.App) -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            read = getattr(consumer, "_read_offset", {}).get(tp)  # no public read position
+            if high is not None:
+                lag = high - (read + 1 if read is not None else 0)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+
+    def _close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.sink.close()
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (exits non-zero if the worker crashed)."""
+        level = self.settings.worker_log_level
+        worker = faust.Worker(
+            self.app,
+            loglevel=level,
+            logging_config=logging_config(level),
+            redirect_stdouts=False,
+            quiet=True,
+        )
+        log.info(
+            "worker starting: group %s, inputs %s, web :%d, model %s",
+            self.settings.worker_group_id,
+            ",".join(self.settings.input_topics),
+            self.settings.worker_web_port,
+            self.models.current().version,
+        )
+        worker.execute_from_commandline()
+
+
+def check_input_partitions(settings: Settings) -> dict[str, int]:
+    """The input topics must exist with equal partition counts (co-partitioned by member)."""
+    counts = partition_counts(settings, settings.input_topics)
+    missing = [t for t in settings.input_topics if not counts.get(t)]
+    if missing:
+        raise ConfigError(
+            f"input topics {missing} do not exist on {settings.kafka_bootstrap}: create them "
+            f"with {settings.input_partitions} partitions each (`memberpulse stack up` does)"
+        )
+    if len(set(counts.values())) != 1:
+        raise ConfigError(
+            f"input topics must have equal partition counts (a member's events must share "
+            f"a partition number), got {counts}"
+        )
+    return counts
+
+
+def _promoted(registry: Registry, store: RedisState, prefix: str) -> Any:
+    """The deployment-wide promoted version (Redis) when set, else the registry's link."""
+    from_redis = redis_promoted(store.client, prefix)
+
+    def read() -> str | None:
+        return from_redis() or registry.current()
+
+    return read
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if protocol.endswith("SSL"):
+        ssl_context = ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH,
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        )
+        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
+            password = settings.kafka_ssl_key_password
+            ssl_context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile),
+                password.get_secret_value() if password else None,
+            )
+    if protocol.startswith("SASL"):
+        assert settings.kafka_sasl_password is not None  # checked by Settings
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value(),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
