@@ -1,12 +1,14 @@
 """The Faust app: one agent over the three input topics, micro-batches into the batch path.
 
-`take_events(max_batch, within=max_wait)` hands the agent a list of events; the batch
-runs through `BatchProcessor.process` on one worker thread (inference, Redis and the
-producer flush stay off the event loop, which keeps heartbeats and the web server
-alive), and only when it returns — outputs confirmed — does the loop go round, which is
-when Faust acknowledges the batch's offsets (`take_events` acks a buffer after the
-consumer's body finished with it). One thread means batches, idle checks included, are
-decided and produced strictly in order.
+The agent takes micro-batches (`noack_take(max_batch, within=max_wait)`), hands them to
+the time aligner (streams/align.py: records wait until the other co-partitioned topics
+have caught up in time, so a topic read ahead does not make the others "too late"), and
+runs what it releases through `BatchProcessor.process` on one worker thread (inference,
+Redis and the producer flush stay off the event loop, which keeps heartbeats and the web
+server alive). Each event is acknowledged only after its batch returned — outputs
+confirmed — so Faust never commits an offset past an unprocessed record, held ones
+included. One thread means batches, idle checks included, are decided and produced
+strictly in order.
 
 Transient failures (Redis away, outputs unconfirmed) retry the same batch with backoff
 and mark the worker not ready; anything else crashes the worker with a non-zero exit
@@ -26,17 +28,19 @@ from typing import Any, Final, cast
 
 import faust
 from confluent_kafka import KafkaException
+from faust.types import TP
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from memberpulse.export.registry import ModelHolder, Registry, redis_promoted
 from memberpulse.streams import metrics
+from memberpulse.streams.align import TimeAligner
 from memberpulse.streams.coupons import load_rules
 from memberpulse.streams.decisions import Policy
 from memberpulse.streams.errors import ConfigError, StateUnavailable
 from memberpulse.streams.kafka import group_timing_ms, partition_counts
 from memberpulse.streams.logs import logging_config
-from memberpulse.streams.processor import BatchProcessor, BatchReport, InRecord
+from memberpulse.streams.processor import BatchProcessor, BatchReport, Decoded, InRecord
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.sink import KafkaSink, OutputsNotConfirmed
 from memberpulse.streams.state import RedisState
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 
 TRANSIENT: Final = (StateUnavailable, OutputsNotConfirmed, KafkaException)
 _MS: Final = 1000.0
+# Prometheus' text format; aiohttp wants the charset apart, and UTF-8 is its default.
+_METRICS_CONTENT_TYPE: Final = "text/plain; version=0.0.4"
 
 
 class Worker:
@@ -67,6 +73,10 @@ class Worker:
         self.failing: str | None = None  # the last transient failure, while it lasts
         self.first_event_at: float | None = None
         self.reports = 0
+        self.aligner: TimeAligner[tuple[Decoded, Any]] = TimeAligner(
+            settings.input_topics, settings.align_max_hold_ms
+        )
+        self._stream: Any = None
         self.app = self._build_app()
 
     # --- the Faust app ------------------------------------------------------------------
@@ -102,24 +112,21 @@ class Worker:
 
         @app.agent(inputs, name="memberpulse-score")
         async def score(stream: Any) -> None:
-            async for events in stream.take_events(s.batch_max_size, within=within):
-                records = [
-                    InRecord(
-                        e.message.topic,
-                        e.message.partition,
-                        e.message.offset,
-                        e.message.key,
-                        e.message.value,
-                        round(e.message.timestamp * _MS),
-                    )
-                    for e in events
-                ]
+            self._stream = stream
+            # noack_take: events are acknowledged one by one once processed, so records
+            # held by the aligner keep the committed offsets behind them.
+            async for events in stream.noack_take(s.batch_max_size, within=within):
                 if self.first_event_at is None:
                     self.first_event_at = time.monotonic()
-                await self._run(app, functools.partial(self.processor.process, records))
+                decoded = self.processor.decode([_record(e) for e in events])
+                self.aligner.add(
+                    (d.record, d.ts, (d, e)) for d, e in zip(decoded, events, strict=True)
+                )
+                await self._release(app)
 
         @app.timer(interval=s.idle_tick_s)  # type: ignore[untyped-decorator]
         async def idle_checks() -> None:
+            await self._release(app)  # records held for a topic that has since gone quiet
             partitions = sorted(
                 {tp.partition for tp in app.consumer.assignment() if tp.topic in s.input_topics}
             )
@@ -127,9 +134,16 @@ class Worker:
                 await self._run(app, functools.partial(self.processor.tick, partitions))
             self._update_lag(app)
 
+        async def revoked(_sender: Any, revoked: set[TP], **_kwargs: Any) -> None:
+            dropped = self.aligner.drop((tp.topic, tp.partition) for tp in revoked)
+            if dropped:
+                log.info("rebalance: %d held records of revoked partitions left unacked", dropped)
+
+        cast(Any, app.on_partitions_revoked).connect(revoked)
+
         @app.page("/metrics")
         async def metrics_view(view: View, _request: Request) -> Response:
-            return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+            return view.bytes(generate_latest(), content_type=_METRICS_CONTENT_TYPE)
 
         @app.page("/health")
         async def health(view: View, _request: Request) -> Response:
@@ -155,6 +169,24 @@ class Worker:
 
         _ = (score, idle_checks, metrics_view, health, ready, drain)
         return app
+
+    async def _release(self, app: faust.App) -> None:
+        """Process what the aligner lets go, in batches, then acknowledge it."""
+        consumer = app.consumer
+
+        def caught_up(topic: str, partition: int, last_offset: int) -> bool:
+            high = consumer.highwater(TP(topic, partition))
+            return high is not None and last_offset + 1 >= high
+
+        released = self.aligner.release(caught_up)
+        metrics.ALIGN_HELD.set(self.aligner.held)
+        size = self.settings.batch_max_size
+        for start in range(0, len(released), size):
+            chunk = released[start : start + size]
+            items = [decoded for _record, _ts, (decoded, _event) in chunk]
+            await self._run(app, functools.partial(self.processor.process_decoded, items))
+            for _record, _ts, (_decoded, event) in chunk:
+                await self._stream.ack(event)
 
     async def _run(self, app: faust.App, work: Any) -> BatchReport:
         """Run one batch on the batch thread; retry transient failures, crash on others."""
@@ -208,6 +240,18 @@ class Worker:
             self.models.current().version,
         )
         worker.execute_from_commandline()
+
+
+def _record(event: Any) -> InRecord:
+    message = event.message
+    return InRecord(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        round(message.timestamp * _MS),
+    )
 
 
 def check_input_partitions(settings: Settings) -> dict[str, int]:

@@ -49,3 +49,7 @@ CONSUMER_LAG = Gauge(
 EVENT_TIME = Gauge(
     "memberpulse_event_time_ms", "Event time (largest event ts seen) per partition", ["partition"]
 )
+ALIGN_HELD = Gauge(
+    "memberpulse_align_held_records",
+    "Input records held until the other co-partitioned topics catch up in time",
+)

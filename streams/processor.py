@@ -21,6 +21,8 @@ confluent-kafka producer, or anything with `produce`/`flush`) are the caller's c
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -70,6 +72,20 @@ class InRecord:
     key: bytes | None
     value: bytes
     timestamp_ms: int  # the record's timestamp (producer CreateTime on our topics)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record and what validating it gave: an event or a dead letter."""
+
+    record: InRecord
+    result: Event | DeadLetter
+
+    @property
+    def ts(self) -> int:
+        """The event's ts (the record timestamp for a dead letter)."""
+        result = self.result
+        return result.ts if isinstance(result, Event) else self.record.timestamp_ms
 
 
 class OutputSink(Protocol):
@@ -143,9 +159,24 @@ class BatchProcessor:
         self._confirmed: dict[str, list[str]] = {}  # outbox ids to clear in round trip 1
         self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
+        self._recorded = 0
         self.recent: deque[Output] = deque(maxlen=_RECENT_KEPT)
 
     # --- the batch path ---------------------------------------------------------------
+
+    def decode(self, records: Sequence[InRecord]) -> list[Decoded]:
+        """Validate records into events or dead letters (the worker decodes before the
+        time aligner, which orders by event ts; `process` does it itself).
+        """
+        started = time.perf_counter()
+        received = self._clock()
+        decoded = []
+        for record in records:
+            origin = Origin(record.topic, record.partition, record.offset, record.key)
+            result = self._decoder.decode(record.value, origin, received)
+            decoded.append(Decoded(record, result))
+        metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+        return decoded
 
     def process(
         self, records: Sequence[InRecord], idle_partitions: Sequence[int] = ()
@@ -153,15 +184,26 @@ class BatchProcessor:
         """One micro-batch, start to confirmed outputs. `idle_partitions`: partitions whose
         idle-due members are checked in this batch (the batch's own partitions are always).
         """
-        report = BatchReport(records=len(records))
+        started = time.perf_counter()
+        decoded = self.decode(records)
+        return self.process_decoded(decoded, idle_partitions, time.perf_counter() - started)
+
+    def process_decoded(
+        self,
+        items: Sequence[Decoded],
+        idle_partitions: Sequence[int] = (),
+        decode_s: float = 0.0,
+    ) -> BatchReport:
+        """`process` for records decoded already (`decode_s`: what decoding them took)."""
+        records = [item.record for item in items]
+        report = BatchReport(records=len(items))
+        report.stage_s["decode"] = decode_s
         stages = _Stages(report)
         self._models.refresh()  # a promoted model is swapped in between batches, never within
         loaded = self._models.current()
         report.model_version = loaded.version
-
         received = self._clock()
-        events, dead = self._decode(records, received)
-        stages.done("decode")
+        events, dead = self._split(items)
 
         partitions = sorted({r.partition for r in records} | set(idle_partitions))
         budget = self._policy.coupons.budget.name
@@ -221,6 +263,10 @@ class BatchProcessor:
         recorded = self._store.record(records_out, reservations)
         refused = {rid for rid, ok in recorded.granted.items() if not ok}
         stages.done("record")
+        self._recorded += bool(records)
+        if records and self._recorded == self._settings.failpoint_kill_after_record:
+            log.warning("failpoint: killing the worker after recording batch %d", self._recorded)
+            os.kill(os.getpid(), signal.SIGKILL)
 
         self._produce(result, decisions, refused, dead, report)
         stages.done("produce")
@@ -240,15 +286,13 @@ class BatchProcessor:
 
     # --- stages -------------------------------------------------------------------------
 
-    def _decode(
-        self, records: Sequence[InRecord], received: int
-    ) -> tuple[list[SourcedEvent], list[DeadLetter]]:
+    def _split(self, items: Sequence[Decoded]) -> tuple[list[SourcedEvent], list[DeadLetter]]:
+        """Events (advancing their partition's event time) and dead letters."""
         events: list[SourcedEvent] = []
         dead: list[DeadLetter] = []
         clock = self.event_time
-        for record in records:
-            origin = Origin(record.topic, record.partition, record.offset, record.key)
-            decoded = self._decoder.decode(record.value, origin, received)
+        for item in items:
+            decoded, record = item.result, item.record
             if isinstance(decoded, DeadLetter):
                 dead.append(decoded)
                 continue

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # --- Micro-batching and the worker ---------------------------------------------
     batch_max_size: int = Field(512, ge=1)
     batch_max_wait_ms: int = Field(50, ge=1)
+    align_max_hold_ms: int = Field(
+        2_000,
+        ge=0,
+        description="longest wall time a record waits for the other input topics to catch up",
+    )
     worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
     worker_web_bind: str = Field("0.0.0.0", description="address of /metrics, /health, /ready")  # noqa: S104
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
@@ -101,6 +106,12 @@ class Settings(BaseSettings):
     idle_tick_s: float = Field(1.0, gt=0, description="wall seconds between idle-check passes")
     worker_retry_backoff_s: float = Field(0.5, gt=0, description="first retry of a failed batch")
     worker_retry_backoff_max_s: float = Field(10.0, gt=0)
+    failpoint_kill_after_record: int = Field(
+        0,
+        ge=0,
+        description="crash tests only: SIGKILL the worker right after the Nth batch's "
+        "decisions were recorded, before its outputs are confirmed (0: never)",
+    )
 
     # --- Input validation (live stream) -------------------------------------------
     max_event_bytes: int = Field(65_536, ge=256)
