@@ -74,9 +74,10 @@ class Worker:
         self.first_event_at: float | None = None
         self.reports = 0
         self.aligner: TimeAligner[tuple[Decoded, Any]] = TimeAligner(
-            settings.input_topics, settings.align_max_hold_ms
+            settings.input_topics, settings.align_idle_ms
         )
         self._stream: Any = None
+        self._batch_lock = asyncio.Lock()  # one release (or idle pass) at a time, in order
         self.app = self._build_app()
 
     # --- the Faust app ------------------------------------------------------------------
@@ -97,7 +98,7 @@ class Worker:
             value_serializer="raw",
             key_serializer="raw",
             topic_partitions=s.input_partitions,
-            consumer_auto_offset_reset="earliest",
+            consumer_auto_offset_reset=s.worker_offset_reset,
             broker_max_poll_records=s.batch_max_size,
             datadir=str(datadir),
             web_enabled=True,
@@ -126,15 +127,19 @@ class Worker:
 
         @app.timer(interval=s.idle_tick_s)  # type: ignore[untyped-decorator]
         async def idle_checks() -> None:
-            await self._release(app)  # records held for a topic that has since gone quiet
             partitions = sorted(
                 {tp.partition for tp in app.consumer.assignment() if tp.topic in s.input_topics}
             )
             if partitions:
-                await self._run(app, functools.partial(self.processor.tick, partitions))
+                await self._tick(app, partitions)
             self._update_lag(app)
 
-        async def revoked(_sender: Any, revoked: set[TP], **_kwargs: Any) -> None:
+        @app.timer(interval=s.align_idle_ms / _MS)  # type: ignore[untyped-decorator]
+        async def release_held() -> None:
+            if self.aligner.held:  # records held for a partition that has since gone quiet
+                await self._release(app)
+
+        async def revoked(_sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
             dropped = self.aligner.drop((tp.topic, tp.partition) for tp in revoked)
             if dropped:
                 log.info("rebalance: %d held records of revoked partitions left unacked", dropped)
@@ -167,26 +172,36 @@ class Worker:
 
         cast(Any, app.on_before_shutdown).connect(drain)  # mode types receivers narrowly
 
-        _ = (score, idle_checks, metrics_view, health, ready, drain)
+        _ = (score, idle_checks, release_held, metrics_view, health, ready, drain)
         return app
 
     async def _release(self, app: faust.App) -> None:
-        """Process what the aligner lets go, in batches, then acknowledge it."""
-        consumer = app.consumer
+        """Process what the aligner lets go, in batches, then acknowledge it.
 
-        def caught_up(topic: str, partition: int, last_offset: int) -> bool:
-            high = consumer.highwater(TP(topic, partition))
-            return high is not None and last_offset + 1 >= high
+        Under the batch lock: the agent and the timer both release, and a release split
+        into several batches must finish before a later release starts, or later events
+        would overtake earlier ones.
+        """
+        async with self._batch_lock:
+            consumer = app.consumer
 
-        released = self.aligner.release(caught_up)
-        metrics.ALIGN_HELD.set(self.aligner.held)
-        size = self.settings.batch_max_size
-        for start in range(0, len(released), size):
-            chunk = released[start : start + size]
-            items = [decoded for _record, _ts, (decoded, _event) in chunk]
-            await self._run(app, functools.partial(self.processor.process_decoded, items))
-            for _record, _ts, (_decoded, event) in chunk:
-                await self._stream.ack(event)
+            def caught_up(topic: str, partition: int, last_offset: int) -> bool:
+                high = consumer.highwater(TP(topic, partition))
+                return high is not None and last_offset + 1 >= high
+
+            released = self.aligner.release(caught_up)
+            metrics.ALIGN_HELD.set(self.aligner.held)
+            size = self.settings.batch_max_size
+            for start in range(0, len(released), size):
+                chunk = released[start : start + size]
+                items = [decoded for _record, _ts, (decoded, _event) in chunk]
+                await self._run(app, functools.partial(self.processor.process_decoded, items))
+                for _record, _ts, (_decoded, event) in chunk:
+                    await self._stream.ack(event)
+
+    async def _tick(self, app: faust.App, partitions: list[int]) -> None:
+        async with self._batch_lock:
+            await self._run(app, functools.partial(self.processor.tick, partitions))
 
     async def _run(self, app: faust.App, work: Any) -> BatchReport:
         """Run one batch on the batch thread; retry transient failures, crash on others."""

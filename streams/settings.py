@@ -94,12 +94,16 @@ class Settings(BaseSettings):
     # --- Micro-batching and the worker ---------------------------------------------
     batch_max_size: int = Field(512, ge=1)
     batch_max_wait_ms: int = Field(50, ge=1)
-    align_max_hold_ms: int = Field(
-        2_000,
-        ge=0,
-        description="longest wall time a record waits for the other input topics to catch up",
+    align_idle_ms: int = Field(
+        100,
+        gt=0,
+        description="an input partition caught up and silent this long stops holding the "
+        "other input topics back (the most a quiet partition delays the others)",
     )
     worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
+    worker_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts reading"
+    )
     worker_web_bind: str = Field("0.0.0.0", description="address of /metrics, /health, /ready")  # noqa: S104
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
     worker_log_level: str = Field("warning", description="worker log level")

@@ -8,14 +8,10 @@ from memberpulse.streams.processor import InRecord
 TOPICS = ("clicks", "browses", "purchases")
 
 
-def _record(topic: str, offset: int, ts: int, partition: int = 0) -> InRecord:
-    return InRecord(topic, partition, offset, b"m", b"{}", ts)
-
-
 def _item(
     topic: str, offset: int, ts: int, handle: object, partition: int = 0
 ) -> tuple[InRecord, int, object]:
-    return _record(topic, offset, ts, partition), ts, handle
+    return InRecord(topic, partition, offset, b"m", b"{}", ts), ts, handle
 
 
 class _Clock:
@@ -26,22 +22,26 @@ class _Clock:
         return self.now
 
 
-def _never_caught_up(_topic: str, _partition: int, _offset: int) -> bool:
-    return False
+def _aligner(clock: _Clock | None = None, idle_ms: float = 500) -> TimeAligner[object]:
+    return TimeAligner(TOPICS, idle_ms=idle_ms, clock=clock or _Clock())
 
 
-def _all_caught_up(_topic: str, _partition: int, _offset: int) -> bool:
+def _behind(_topic: str, _partition: int, _offset: int) -> bool:
+    return False  # every partition has more to read
+
+
+def _caught_up(_topic: str, _partition: int, _offset: int) -> bool:
     return True
 
 
 def test_a_topic_running_ahead_waits_for_the_others() -> None:
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, max_hold_ms=10_000, clock=_Clock())
+    aligner = _aligner()
     # clicks delivered a whole day; purchases only its first hour so far; browses nothing
     aligner.add(_item("clicks", i, i * 100, i) for i in range(10))
     aligner.add([_item("purchases", 0, 150, 100)])
-    assert aligner.release(_never_caught_up) == []  # browses may still deliver ts 0
+    assert aligner.release(_behind) == []  # browses may still deliver ts 0
     aligner.add([_item("browses", 0, 320, 200)])
-    released = aligner.release(_never_caught_up)
+    released = aligner.release(_behind)
     # frontier = min(900, 320, 150) = 150: clicks 0, 100 and the purchase at 150
     assert [(r.topic, ts) for r, ts, _ in released] == [
         ("clicks", 0),
@@ -51,43 +51,61 @@ def test_a_topic_running_ahead_waits_for_the_others() -> None:
     assert aligner.held == 9  # clicks 200…900 and the browse at 320
 
 
-def test_caught_up_topics_do_not_hold_anything_back_and_output_is_in_time_order() -> None:
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, max_hold_ms=10_000, clock=_Clock())
+def test_released_records_leave_in_event_time_order() -> None:
+    aligner = _aligner()
     aligner.add([_item("clicks", 0, 300, "a"), _item("clicks", 1, 500, "b")])
-    aligner.add([_item("purchases", 0, 400, "c")])
+    aligner.add([_item("purchases", 0, 400, "c"), _item("purchases", 1, 600, "d")])
+    aligner.add([_item("browses", 0, 450, "e"), _item("browses", 1, 900, "f")])
+    assert [h for _, _, h in aligner.release(_behind)] == ["a", "c", "e", "b"]  # frontier 500
 
-    def only_browses_idle(topic: str, _partition: int, _offset: int) -> bool:
+
+def test_a_caught_up_partition_stops_holding_the_others_once_quiet() -> None:
+    clock = _Clock()
+    aligner = _aligner(clock, idle_ms=500)
+    aligner.add([_item("clicks", 0, 100, 1), _item("purchases", 0, 50, 2)])
+    assert aligner.release(_caught_up) == []  # caught up, but quiet for 0 s only
+    clock.now = 0.6
+    assert [h for _, _, h in aligner.release(_caught_up)] == [2, 1]
+
+
+def test_a_partition_behind_on_a_backlog_holds_however_long_it_is_quiet() -> None:
+    clock = _Clock()
+    aligner = _aligner(clock, idle_ms=500)
+    aligner.add([_item("clicks", 0, 10_000, "late click")])
+    for second in range(1, 8):  # slow deliveries (a busy worker), purchases/browses below
+        clock.now = float(second) * 10
+        aligner.add([_item("purchases", second, second * 10, f"p{second}")])
+        aligner.add([_item("browses", second, second * 10, f"b{second}")])
+        released = [h for _, _, h in aligner.release(_behind)]
+        assert "late click" not in released  # clicks quiet for 70 s, but not caught up
+        assert sorted(released) == [f"b{second}", f"p{second}"]
+
+
+def test_caught_up_is_asked_per_topic_partition_with_its_last_offset() -> None:
+    clock = _Clock()
+    aligner = _aligner(clock, idle_ms=0)
+    aligner.add([_item("clicks", 7, 100, "c"), _item("purchases", 3, 90, "p")])
+    asked: list[tuple[str, int, int]] = []
+
+    def only_browses_done(topic: str, partition: int, offset: int) -> bool:
+        asked.append((topic, partition, offset))
         return topic == "browses"
 
-    released = aligner.release(only_browses_idle)  # frontier = min(500, 400) = 400
-    assert [h for _, _, h in released] == ["a", "c"]
-    assert [h for _, _, h in aligner.release(_all_caught_up)] == ["b"]
-    assert aligner.held == 0
+    assert [h for _, _, h in aligner.release(only_browses_done)] == ["p"]
+    assert set(asked) == {("clicks", 0, 7), ("browses", 0, -1), ("purchases", 0, 3)}
 
 
 def test_partitions_are_aligned_independently() -> None:
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, max_hold_ms=10_000, clock=_Clock())
-    aligner.add([_item("clicks", 0, 100, 1, partition=0)])
-    aligner.add([_item("clicks", 0, 100, 2, partition=1)])
-
-    def partition_1_idle(_topic: str, partition: int, _offset: int) -> bool:
-        return partition == 1
-
-    assert [h for _, _, h in aligner.release(partition_1_idle)] == [2]
-
-
-def test_a_record_held_too_long_is_released_anyway() -> None:
-    clock = _Clock()
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, max_hold_ms=2_000, clock=clock)
-    aligner.add([_item("clicks", 0, 100, 1)])
-    clock.now = 1.0
-    assert aligner.release(_never_caught_up) == []
-    clock.now = 2.5
-    assert [h for _, _, h in aligner.release(_never_caught_up)] == [1]
+    aligner = _aligner()
+    for topic in TOPICS:
+        aligner.add([_item(topic, 0, 100, f"{topic}0", partition=1)])
+    aligner.add([_item("clicks", 0, 100, "p0", partition=0)])
+    released = aligner.release(_behind)
+    assert sorted(h for _, _, h in released) == ["browses0", "clicks0", "purchases0"]
 
 
 def test_revoked_partitions_are_dropped_unprocessed() -> None:
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, max_hold_ms=2_000, clock=_Clock())
+    aligner = _aligner()
     aligner.add([_item("clicks", 0, 100, 1), _item("clicks", 1, 200, 2)])
     assert aligner.drop([("clicks", 0)]) == 2
     assert aligner.held == 0
