@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from memberpulse.export.files import spec_path
 from memberpulse.export.onnx_export import (
     base_card,
@@ -21,7 +23,7 @@ from memberpulse.export.onnx_export import (
     optimise,
     write_card,
 )
-from memberpulse.export.parity import Parity, check_parity
+from memberpulse.export.parity import Parity, check_parity, exclusions, onnx_outputs
 from memberpulse.export.scorer import CPU
 from memberpulse.export.variants import Variant, build_variants, session
 from memberpulse.models.bundle import load_bundle, load_heldout
@@ -44,6 +46,16 @@ def model_version(model_dir: Path) -> str:
     """A content version: the first 12 hex digits of the checkpoint's SHA-256."""
     digest = hashlib.sha256((model_dir / "model.pt").read_bytes()).hexdigest()
     return digest[:12]
+
+
+def risk_percentiles(bundle: Any, onnx_file: Path) -> list[float]:
+    """Percentiles 1..99 of the exported model's churn risk over the held-out samples: how
+    the worker turns "alert on the riskiest 5%" into a threshold for this very model.
+    """
+    features, _, _ = load_heldout(bundle.path)
+    exclude = exclusions(features, bundle.spec.first_item)
+    churn = onnx_outputs(session(onnx_file, [CPU]), features, exclude).churn
+    return [round(float(v), 6) for v in np.percentile(churn, np.arange(1, 100))]
 
 
 def export_model(
@@ -71,6 +83,7 @@ def export_model(
         tmp.unlink(missing_ok=True)
     card = base_card(bundle, top_k, model_version(model_dir))
     card["parity"] = parity.as_dict()
+    card["churn_risk_percentiles"] = risk_percentiles(bundle, out)
     card["heldout_accuracy"] = base
     card["variants"] = {v.name: v.as_dict() for v in built}
     card_file = write_card(out, card)

@@ -11,14 +11,15 @@ What is released leaves in event-time order (the events' own `ts`, decoded befor
 alignment; dead letters carry their record timestamp and go straight through).
 
 Idle means: caught up with its high watermark (nothing more to read there now) *and*
-silent for `idle_ms` of wall time. Both, because each alone fails. A wall-clock hold
-alone releases out of order whenever the worker is behind on a backlog (a partition then
-waits long between deliveries while the consumer serves the others: measured 23k of 41k
-events too late; counting deliveries instead failed the same way, as Faust hands over a
-partition's buffer in runs). Watermarks alone are off by a few records on tansu, whose
-high watermarks under-count (measured: 3,580 reported for 3,601 records), and are
-reported only per fetch. Together: a partition behind on a backlog is never idle, and a
-live quiet one costs the others at most `idle_ms` of latency.
+silent for `idle_ms` of the consumer's free time (wall time minus the time it spent
+processing: a busy consumer receives nothing, whatever the partitions hold). Each alone
+fails. A wall-clock hold alone releases out of order whenever the worker is behind on a
+backlog (a partition then waits long between deliveries while the consumer serves the
+others: measured 23k of 41k events too late; counting deliveries instead failed the same
+way, as Faust hands over a partition's buffer in runs). Watermarks alone are off by a few
+records on tansu, whose high watermarks under-count (measured: 3,580 reported for 3,601
+records), and are reported only per fetch. Together: a partition behind on a backlog is
+never idle, and a live quiet one costs the others at most `idle_ms` of latency.
 
 Held records are not acknowledged, so offsets are never committed past them.
 """
@@ -58,7 +59,10 @@ class TimeAligner(Generic[H]):
         self._max_ts: dict[tuple[str, int], int] = {}
         self._last_offset: dict[tuple[str, int], int] = {}
         self._last_arrival: dict[tuple[str, int], float] = {}
+        self._busy_at_arrival: dict[tuple[str, int], float] = {}
+        self._busy_s = 0.0  # wall time the consumer spent processing, not receiving
         self._started = clock()  # reset by the first `add`
+        self._busy_at_start = 0.0
         self.idle_skips: Counter[str] = Counter()  # topics found idle (observability)
 
     @property
@@ -71,6 +75,7 @@ class TimeAligner(Generic[H]):
         now = self._clock()
         if not self._last_arrival:
             self._started = now  # partitions that have not delivered yet idle from here
+            self._busy_at_start = self._busy_s
         for record, ts, handle in items:
             tp = (record.topic, record.partition)
             self._queues.setdefault(tp, deque()).append((record, ts, handle))
@@ -78,6 +83,13 @@ class TimeAligner(Generic[H]):
                 self._max_ts[tp] = ts
             self._last_offset[tp] = record.offset
             self._last_arrival[tp] = now
+            self._busy_at_arrival[tp] = self._busy_s
+
+    def note_busy(self, seconds: float) -> None:
+        """The consumer spent `seconds` processing: no partition could deliver meanwhile,
+        so that time does not count as a partition's silence.
+        """
+        self._busy_s += seconds
 
     def release(self, caught_up: CaughtUp) -> list[tuple[InRecord, int, H]]:
         """Every record no topic can still undercut, in event-time order."""
@@ -107,6 +119,7 @@ class TimeAligner(Generic[H]):
             self._max_ts.pop(tp, None)
             self._last_offset.pop(tp, None)
             self._last_arrival.pop(tp, None)
+            self._busy_at_arrival.pop(tp, None)
         return dropped
 
     def _frontier(self, partition: int, now: float, caught_up: CaughtUp) -> float:
@@ -114,7 +127,8 @@ class TimeAligner(Generic[H]):
         frontier = math.inf
         for topic in self._topics:
             tp = (topic, partition)
-            quiet_s = now - self._last_arrival.get(tp, self._started)
+            busy_since = self._busy_s - self._busy_at_arrival.get(tp, self._busy_at_start)
+            quiet_s = now - self._last_arrival.get(tp, self._started) - busy_since
             if quiet_s >= self._idle_s and caught_up(
                 topic, partition, self._last_offset.get(tp, -1)
             ):

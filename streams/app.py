@@ -195,13 +195,17 @@ class Worker:
             for start in range(0, len(released), size):
                 chunk = released[start : start + size]
                 items = [decoded for _record, _ts, (decoded, _event) in chunk]
+                started = time.monotonic()
                 await self._run(app, functools.partial(self.processor.process_decoded, items))
+                self.aligner.note_busy(time.monotonic() - started)
                 for _record, _ts, (_decoded, event) in chunk:
                     await self._stream.ack(event)
 
     async def _tick(self, app: faust.App, partitions: list[int]) -> None:
         async with self._batch_lock:
+            started = time.monotonic()
             await self._run(app, functools.partial(self.processor.tick, partitions))
+            self.aligner.note_busy(time.monotonic() - started)
 
     async def _run(self, app: faust.App, work: Any) -> BatchReport:
         """Run one batch on the batch thread; retry transient failures, crash on others."""

@@ -47,30 +47,38 @@ def _minutes_since(snapshot: MemberSnapshot, types: tuple[str, ...]) -> float:
     return min(known) / MS_PER_MINUTE if known else math.inf
 
 
-#: name → (meaning, how it is computed from the snapshot, churn risk and expected spend).
-SIGNALS: Final[dict[str, tuple[str, Callable[[MemberSnapshot, float, float], float]]]] = {
-    "churn_risk": ("model churn probability over the horizon", lambda s, r, e: r),
-    "expected_spend": ("model expected spend over the horizon", lambda s, r, e: e),
+#: name → (meaning, how it is computed from the snapshot, churn risk, expected spend and the
+#: churn alert threshold in use).
+SIGNALS: Final[dict[str, tuple[str, Callable[[MemberSnapshot, float, float, float], float]]]] = {
+    "churn_risk": ("model churn probability over the horizon", lambda s, r, e, a: r),
+    "churn_risk_vs_alert": (
+        "churn risk / the alert threshold in use (1: alert level, whatever the model)",
+        lambda s, r, e, a: r / a,
+    ),
+    "expected_spend": ("model expected spend over the horizon", lambda s, r, e, a: e),
     "minutes_since_intent": (
         "minutes since the latest click, browse, add_to_cart or search (inf: never)",
-        lambda s, r, e: _minutes_since(s, INTENT_TYPES),
+        lambda s, r, e, a: _minutes_since(s, INTENT_TYPES),
     ),
     "minutes_since_purchase": (
         "minutes since the latest purchase (inf: never)",
-        lambda s, r, e: _minutes_since(s, (PURCHASE,)),
+        lambda s, r, e, a: _minutes_since(s, (PURCHASE,)),
     ),
     "trailing_12m_spend": (
         "spend over the last 12 calendar months",
-        lambda s, r, e: s.trailing_12m_spend_cents / 100,
+        lambda s, r, e, a: s.trailing_12m_spend_cents / 100,
     ),
     "purchases_30d": (
         "purchases over the last 30 days",
-        lambda s, r, e: float(s.counts["30d"][2]),
+        lambda s, r, e, a: float(s.counts["30d"][2]),
     ),
-    "events_7d": ("events of any type over the last 7 days", lambda s, r, e: sum(s.counts["7d"])),
+    "events_7d": (
+        "events of any type over the last 7 days",
+        lambda s, r, e, a: sum(s.counts["7d"]),
+    ),
     "tenure_days": (
         "days since the member's first event",
-        lambda s, r, e: s.tenure_ms / MS_PER_DAY,
+        lambda s, r, e, a: s.tenure_ms / MS_PER_DAY,
     ),
 }
 
@@ -165,9 +173,14 @@ class CouponRules(BaseModel):
         return draw < self.holdout_share
 
 
-def signals(snapshot: MemberSnapshot, risk: float, expected_spend: float) -> dict[str, float]:
+def signals(
+    snapshot: MemberSnapshot, risk: float, expected_spend: float, alert_threshold: float
+) -> dict[str, float]:
     """Every named signal for one member."""
-    return {name: float(fn(snapshot, risk, expected_spend)) for name, (_, fn) in SIGNALS.items()}
+    return {
+        name: float(fn(snapshot, risk, expected_spend, alert_threshold))
+        for name, (_, fn) in SIGNALS.items()
+    }
 
 
 def load_rules(path: Path | None) -> CouponRules:

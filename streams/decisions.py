@@ -50,6 +50,9 @@ ACTIVITY_DOWN: Final = "activity_down_vs_previous_30d"
 NO_ACTIVITY_7D: Final = "no_activity_7d"
 REASON_CODES: Final = (NEVER_PURCHASED, PURCHASE_GAP, ACTIVITY_DOWN, NO_ACTIVITY_7D)
 CENTS: Final = 100
+FALLBACK_ALERT: Final = 0.7  # thresholds for a model card without risk percentiles
+FALLBACK_REARM: Final = 0.5
+REARM_CAP: Final = 0.9  # re-arm strictly below the alert threshold, even on flat quantiles
 _FINGERPRINT_HEX: Final = 16
 
 
@@ -73,11 +76,14 @@ class Policy:
     coupons: CouponRules
 
     @classmethod
-    def from_settings(cls, settings: Settings, coupons: CouponRules) -> Policy:
-        """The policy the settings describe."""
+    def from_settings(
+        cls, settings: Settings, coupons: CouponRules, card: Mapping[str, Any] | None = None
+    ) -> Policy:
+        """The policy the settings describe, churn thresholds fitted to the model `card`."""
+        alert, rearm = churn_thresholds(settings, card)
         return cls(
-            alert_threshold=settings.churn_alert_threshold,
-            rearm_threshold=settings.churn_rearm_threshold,
+            alert_threshold=alert,
+            rearm_threshold=rearm,
             churn_cooldown_ms=round(settings.churn_cooldown_days * MS_PER_DAY),
             reason_gap_ratio=settings.reason_purchase_gap_ratio,
             reason_activity_drop=settings.reason_activity_drop,
@@ -123,6 +129,26 @@ class Decision:
     state: DecisionState
     outputs: tuple[Output, ...]
     reservation: Reservation | None = None  # the coupon's budget, reserved in round trip 2
+
+
+def churn_thresholds(settings: Settings, card: Mapping[str, Any] | None) -> tuple[float, float]:
+    """(alert, re-arm): the fixed settings when given; else quantiles of the model's own
+    held-out risks (its card), so that "alert on the riskiest 5%" holds for any model,
+    however its probabilities are spread; else the fallback (a card from before the
+    percentiles were recorded).
+    """
+    if settings.churn_alert_threshold is not None and settings.churn_rearm_threshold is not None:
+        return settings.churn_alert_threshold, settings.churn_rearm_threshold
+    percentiles = (card or {}).get("churn_risk_percentiles")
+    if not percentiles:
+        return FALLBACK_ALERT, FALLBACK_REARM
+
+    def at(quantile: float) -> float:
+        index = min(max(round(quantile * 100) - 1, 0), len(percentiles) - 1)
+        return float(percentiles[index])
+
+    alert, rearm = at(settings.churn_alert_quantile), at(settings.churn_rearm_quantile)
+    return alert, min(rearm, alert * REARM_CAP)
 
 
 def output_id(kind: str, member_id: str, episode: int) -> str:
@@ -275,7 +301,9 @@ def _coupon(
     rules = policy.coupons
     if now < cooldowns.get(COUPON, 0):
         return None
-    rule = rules.first_match(signals(snapshot, scores.risk, scores.expected_spend))
+    rule = rules.first_match(
+        signals(snapshot, scores.risk, scores.expected_spend, policy.alert_threshold)
+    )
     if rule is None:
         return None
     tier = rules.value_tier(scores.expected_spend)

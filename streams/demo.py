@@ -5,9 +5,9 @@
 2. the local stack is up (tansu + redis-server under MEMBERPULSE_HOME; a running one is
    reused and left running);
 3. a `memberpulse worker` child process joins the input topics;
-4. simulated members stream in with compressed time (`--speed`: a minute shows weeks, so
-   churn, cooldowns, budgets and tier moves happen within the run), 1% corrupted on
-   purpose;
+4. simulated members stream in with compressed time (`--speed`, default a day per
+   second: a minute shows two months, so churn by silence, cooldowns, budgets and tier
+   moves happen within the run), 1% corrupted on purpose;
 5. a dashboard shows throughput, latency percentiles, the DLQ and the latest churn
    alerts, recommendation updates, coupons and tier changes as the worker emits them;
 6. then a summary: counts per output kind, conservation (every event sent is applied,
@@ -45,6 +45,7 @@ _POLL_S: Final = 0.2
 _REFRESH_S: Final = 1.0
 _PLAIN_EVERY_S: Final = 5.0
 _LATEST: Final = 4
+_LATENESS_WALL_S: Final = 1.0
 
 
 @dataclass
@@ -229,11 +230,11 @@ def _epoch_line(out: Reporter, progress: Any) -> None:
 def demo(
     ctx: typer.Context,
     seconds: Annotated[float, typer.Option(min=1, help="How long to stream.")] = 60.0,
-    rate: Annotated[float, typer.Option(min=1, help="At most this many events/s.")] = 3000.0,
+    rate: Annotated[float, typer.Option(min=1, help="At most this many events/s.")] = 1000.0,
     speed: Annotated[
-        float, typer.Option(min=1, help="Simulated seconds per wall second.")
-    ] = 60_480.0,
-    members: Annotated[int, typer.Option(min=1, help="Simulated members.")] = 3_000,
+        float, typer.Option(min=1, help="Simulated seconds per wall second (a day: 86400).")
+    ] = 86_400.0,
+    members: Annotated[int, typer.Option(min=1, help="Simulated members.")] = 1_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     bad_fraction: Annotated[
         float, typer.Option(min=0, max=1, help="Fraction corrupted on purpose.")
@@ -298,11 +299,16 @@ def _run(
     # A fresh consumer group and key prefix per run: the demo starts from an empty state
     # and reads only what this run streams, even on a reused stack.
     tag = time.strftime("%Y%m%d%H%M%S")
+    # Lateness is an event-time span: compressed `speed` times, an hour is a few
+    # milliseconds of wall time, less than a batch takes. Keep it at least
+    # _LATENESS_WALL_S of wall time, as it would be live.
+    lateness = max(settings.state_lateness_ms, round(speed * _LATENESS_WALL_S * MS_PER_SECOND))
     run = settings.model_copy(
         update={
             "worker_group_id": f"memberpulse-demo-{tag}",
             "redis_key_prefix": f"mpdemo{tag}",
             "worker_offset_reset": "latest",  # what earlier runs left in the topics is not ours
+            "state_lateness_ms": lateness,
         }
     )
     reader = _OutputReader(run)

@@ -53,3 +53,6 @@ ALIGN_HELD = Gauge(
     "memberpulse_align_held_records",
     "Input records held until the other co-partitioned topics catch up in time",
 )
+CHURN_THRESHOLD = Gauge(
+    "memberpulse_churn_threshold", "Churn alert and re-arm thresholds in use", ["kind"]
+)

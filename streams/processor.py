@@ -153,6 +153,7 @@ class BatchProcessor:
         self._models = models
         self._sink = sink
         self._policy = policy
+        self._policy_version: str | None = None
         self._clock = wall_clock_ms
         self._decoder = EventDecoder(settings)
         self._topics = dict(zip(KINDS, settings.output_topics, strict=True))  # kind → output topic
@@ -202,6 +203,17 @@ class BatchProcessor:
         self._models.refresh()  # a promoted model is swapped in between batches, never within
         loaded = self._models.current()
         report.model_version = loaded.version
+        if loaded.version != self._policy_version:  # thresholds fitted to the model in service
+            self._policy = Policy.from_settings(self._settings, self._policy.coupons, loaded.card)
+            self._policy_version = loaded.version
+            metrics.CHURN_THRESHOLD.labels("alert").set(self._policy.alert_threshold)
+            metrics.CHURN_THRESHOLD.labels("rearm").set(self._policy.rearm_threshold)
+            log.info(
+                "model %s: churn alert threshold %.3f, re-arm %.3f",
+                loaded.version,
+                self._policy.alert_threshold,
+                self._policy.rearm_threshold,
+            )
         received = self._clock()
         events, dead = self._split(items)
 

@@ -143,8 +143,22 @@ class Settings(BaseSettings):
     )
 
     # --- Decisions ---------------------------------------------------------------
-    churn_alert_threshold: float = Field(0.7, gt=0, lt=1)
-    churn_rearm_threshold: float = Field(0.5, gt=0, lt=1)
+    churn_alert_threshold: float | None = Field(
+        None, gt=0, lt=1, description="fixed alert threshold (default: from the model card)"
+    )
+    churn_rearm_threshold: float | None = Field(
+        None, gt=0, lt=1, description="fixed re-arm threshold (set with the alert threshold)"
+    )
+    churn_alert_quantile: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="alert threshold = this quantile of the model's held-out risks "
+        "(0.95: the riskiest 5%), unless churn_alert_threshold is set",
+    )
+    churn_rearm_quantile: float = Field(
+        0.75, gt=0, lt=1, description="re-arm below this quantile of held-out risks"
+    )
     churn_cooldown_days: float = Field(7.0, ge=0, description="at most one alert per span")
     reason_purchase_gap_ratio: float = Field(
         2.0, gt=0, description="reason code when the purchase gap exceeds this × usual"
@@ -223,10 +237,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.churn_rearm_threshold >= self.churn_alert_threshold:
+        alert, rearm = self.churn_alert_threshold, self.churn_rearm_threshold
+        if (alert is None) != (rearm is None):
             raise ValueError(
-                f"churn_rearm_threshold ({self.churn_rearm_threshold}) must be below "
-                f"churn_alert_threshold ({self.churn_alert_threshold}) for hysteresis"
+                "set churn_alert_threshold and churn_rearm_threshold together (or neither: "
+                "then both come from the model card's risk quantiles)"
+            )
+        if alert is not None and rearm is not None and rearm >= alert:
+            raise ValueError(
+                f"churn_rearm_threshold ({rearm}) must be below "
+                f"churn_alert_threshold ({alert}) for hysteresis"
+            )
+        if self.churn_rearm_quantile >= self.churn_alert_quantile:
+            raise ValueError(
+                f"churn_rearm_quantile ({self.churn_rearm_quantile}) must be below "
+                f"churn_alert_quantile ({self.churn_alert_quantile})"
             )
         floors = self.tier_min_spend
         if len(floors) != len(self.tier_names) or list(floors) != sorted(floors) or floors[0]:

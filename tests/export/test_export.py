@@ -81,6 +81,10 @@ def test_export_writes_card_spec_and_passes_parity(
     assert card["export"]["top_k"] == TOP_K
     assert card["training"]["horizon_days"] == 20
     assert card["feature_schema"] == load_bundle(models[0]).spec.schema
+    percentiles = card["churn_risk_percentiles"]  # the worker's churn thresholds come from here
+    assert len(percentiles) == 99
+    assert percentiles == sorted(percentiles)
+    assert 0 <= percentiles[0] < percentiles[-1] <= 1
     embedded = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert json.loads(embedded[CARD_METADATA_KEY])["version"] == card["version"]
     assert FeatureSpec.load(spec_path(path)) == load_bundle(models[0]).spec

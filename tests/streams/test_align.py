@@ -109,3 +109,14 @@ def test_revoked_partitions_are_dropped_unprocessed() -> None:
     aligner.add([_item("clicks", 0, 100, 1), _item("clicks", 1, 200, 2)])
     assert aligner.drop([("clicks", 0)]) == 2
     assert aligner.held == 0
+
+
+def test_time_spent_processing_is_not_a_partitions_silence() -> None:
+    clock = _Clock()
+    aligner = _aligner(clock, idle_ms=500)
+    aligner.add([_item("clicks", 0, 100, 1), _item("purchases", 0, 50, 2)])
+    clock.now = 2.0
+    aligner.note_busy(1.8)  # the worker was processing: nobody could deliver
+    assert aligner.release(_caught_up) == []  # 0.2 s of free time only
+    clock.now = 2.4
+    assert [h for _, _, h in aligner.release(_caught_up)] == [2, 1]

@@ -88,14 +88,19 @@ def test_bad_override_exits_non_zero(tmp_path: Path) -> None:
 
 
 def run_cli(
-    *args: str, home: Path, env: dict[str, str] | None = None
+    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """The installed `memberpulse` entry point, no TTY (stdout is a pipe)."""
     exe = Path(sys.executable).parent / "memberpulse"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
     full_env |= {"MEMBERPULSE_HOME": str(home)} | (env or {})
     return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, env=full_env, timeout=120, check=False
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -164,12 +169,14 @@ def test_serving_imports_without_torch(tmp_path: Path) -> None:
         for module in pkgutil.walk_packages(streams.__path__, "memberpulse.streams."):
             importlib.import_module(module.name)
         import memberpulse.export.scorer, memberpulse.export.registry  # the worker's side
+        from memberpulse.streams.app import Worker  # the Faust app, its batch path and sink
         from typer.testing import CliRunner
         from memberpulse.streams.cli import app
         result = CliRunner().invoke(app, ["--help"])
         assert result.exit_code == 0, result.output
         for path in (["stack", "--help"], ["simulate", "--help"], ["demo", "--help"],
-                     ["model", "--help"], ["train", "--help"], ["export", "--help"]):
+                     ["model", "--help"], ["train", "--help"], ["export", "--help"],
+                     ["worker", "--help"], ["tail", "--help"]):
             assert CliRunner().invoke(app, path).exit_code == 0
         print("ok", sorted(m for m in sys.modules if m.startswith("memberpulse")).__len__())
         """
@@ -189,13 +196,31 @@ def test_settings_are_plain_defaults_without_env(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.integration
-def test_demo_runs_end_to_end_and_stops_its_stack(tmp_path: Path) -> None:
-    result = run_cli(*TINY_DEFAULT_MODEL, "demo", "--seconds", "3", "--members", "300",
-                     "--bad-fraction", "0.05", home=tmp_path)  # fmt: skip
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_stops_its_stack(tmp_path: Path) -> None:
+    # A tiny model's risks sit far below the default alert threshold and the default
+    # coupon rules: lower both, so that every output kind shows in a short run.
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        (Path(__file__).parents[2] / "streams" / "coupons.default.toml")
+        .read_text()
+        .replace("value = 0.5 }", "value = 0.0 }")
+        .replace('{ signal = "minutes_since_intent", op = "<=", value = 60 },', "")
+    )
+    result = run_cli(
+        *TINY_DEFAULT_MODEL,
+        "--set", "churn_alert_threshold=0.02", "--set", "churn_rearm_threshold=0.01",
+        "--set", f"coupon_rules={rules}",
+        "demo", "--seconds", "15", "--members", "300", "--rate", "400",
+        "--bad-fraction", "0.05", home=tmp_path, timeout=280,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "every record sent was read back and every corrupted one was caught" in result.stdout
-    assert "dead-letter reason" in result.stdout
-    assert "stack stopped" in result.stdout
+    out = result.stdout
+    assert "worker ready at" in out
+    assert "dead-letter reason" in out
+    assert "outputs: churn_alert" in out  # exit code 0 already means every kind appeared
+    assert "worker stopped on SIGTERM with exit code 0" in out
+    assert "stack stopped" in out
     assert run_cli("stack", "status", home=tmp_path).returncode == 1
 
 

@@ -180,7 +180,8 @@ def _coupon_policy(**overrides: object) -> Policy:
 def test_coupon_fires_for_an_at_risk_browser_reserves_budget_and_then_cools_down() -> None:
     policy = _coupon_policy()
     snap = _snapshot()
-    values = signals(snap, 0.6, 150.0)
+    values = signals(snap, 0.6, 150.0, 0.75)
+    assert values["churn_risk_vs_alert"] == pytest.approx(0.8)
     assert values["minutes_since_intent"] == pytest.approx(10.0)
     decision = decide(
         MEMBER, snap, DecisionState(), _scores(0.6, spend=150.0), "e1", NOW_MS, policy, "v1"
@@ -315,7 +316,7 @@ def test_same_inputs_same_decision() -> None:
 def test_rules_file_errors_name_the_problem(tmp_path: Path) -> None:
     text = Path(__file__).parents[2].joinpath("streams", "coupons.default.toml").read_text()
     bad = tmp_path / "rules.toml"
-    bad.write_text(text.replace('signal = "churn_risk"', 'signal = "__import__"', 1))
+    bad.write_text(text.replace('signal = "churn_risk_vs_alert"', 'signal = "__import__"', 1))
     with pytest.raises(ConfigError, match="unknown signal '__import__'"):
         load_rules(bad)
     bad.write_text(text.replace('op = ">="', 'op = "=>"', 1))
@@ -357,3 +358,28 @@ def test_decided_outputs_match_their_schemas() -> None:
     assert {out.kind for out in decision.outputs} == {CHURN, RECOMMENDATION, COUPON, TIER}
     for out in decision.outputs:
         validate_record(orjson.loads(out.to_wire()))
+
+
+def test_churn_thresholds_come_from_the_model_cards_risk_quantiles() -> None:
+    from memberpulse.streams.decisions import FALLBACK_ALERT, FALLBACK_REARM, churn_thresholds
+
+    card = {"churn_risk_percentiles": [i / 200 for i in range(1, 100)]}  # p_k = k / 200
+    assert churn_thresholds(Settings(), card) == (0.475, 0.375)  # p95, p75
+    custom = Settings(churn_alert_quantile=0.9, churn_rearm_quantile=0.5)
+    assert churn_thresholds(custom, card) == (0.45, 0.25)
+    fixed = Settings(churn_alert_threshold=0.6, churn_rearm_threshold=0.4)
+    assert churn_thresholds(fixed, card) == (0.6, 0.4)
+    assert churn_thresholds(Settings(), {}) == (FALLBACK_ALERT, FALLBACK_REARM)
+    flat = {"churn_risk_percentiles": [0.3] * 99}  # a degenerate model: still hysteresis
+    alert, rearm = churn_thresholds(Settings(), flat)
+    assert rearm < alert
+    assert Policy.from_settings(Settings(), load_rules(None), card).alert_threshold == 0.475
+
+
+def test_churn_threshold_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="together"):
+        Settings(churn_alert_threshold=0.6)
+    with pytest.raises(ValueError, match="hysteresis"):
+        Settings(churn_alert_threshold=0.5, churn_rearm_threshold=0.6)
+    with pytest.raises(ValueError, match="churn_rearm_quantile"):
+        Settings(churn_alert_quantile=0.5, churn_rearm_quantile=0.9)
