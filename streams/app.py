@@ -136,7 +136,9 @@ class Worker:
 
         @app.timer(interval=s.align_idle_ms / _MS)  # type: ignore[untyped-decorator]
         async def release_held() -> None:
-            if self.aligner.held:  # records held for a partition that has since gone quiet
+            # Records held for a partition that has since gone quiet; skipped while a batch
+            # runs (its end releases anyway).
+            if self.aligner.held and not self._batch_lock.locked():
                 await self._release(app)
 
         async def revoked(_sender: Any, revoked: set[Any], **_kwargs: Any) -> None:

@@ -60,6 +60,7 @@ HEADER_KIND: Final = "kind"
 HEADER_ID: Final = "output_id"
 HEADER_MODEL: Final = "model_version"
 _RECENT_KEPT: Final = 50
+NO_TS: Final = -1  # what a dead letter aligns by: first, without moving any frontier
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +84,11 @@ class Decoded:
 
     @property
     def ts(self) -> int:
-        """The event's ts (the record timestamp for a dead letter)."""
+        """The event's ts; NO_TS for a dead letter (it has none to order by, and a record
+        timestamp — wall time — would drag its partition's event-time frontier forward).
+        """
         result = self.result
-        return result.ts if isinstance(result, Event) else self.record.timestamp_ms
+        return result.ts if isinstance(result, Event) else NO_TS
 
 
 class OutputSink(Protocol):

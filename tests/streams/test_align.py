@@ -120,3 +120,15 @@ def test_time_spent_processing_is_not_a_partitions_silence() -> None:
     assert aligner.release(_caught_up) == []  # 0.2 s of free time only
     clock.now = 2.4
     assert [h for _, _, h in aligner.release(_caught_up)] == [2, 1]
+
+
+def test_a_dead_letter_never_drags_its_partitions_frontier_forward() -> None:
+    from memberpulse.streams.processor import NO_TS
+
+    aligner = _aligner()
+    aligner.add([_item("clicks", 0, 100, "c"), _item("browses", 0, 100, "b")])
+    aligner.add([_item("purchases", 0, NO_TS, "dead letter"), _item("clicks", 1, 900, "c2")])
+    released = [h for _, _, h in aligner.release(_behind)]
+    assert released == ["dead letter"]  # purchases has delivered no event time yet
+    aligner.add([_item("purchases", 1, 150, "p")])
+    assert [h for _, _, h in aligner.release(_behind)] == ["c", "b"]  # frontier 100
