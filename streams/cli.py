@@ -233,6 +233,46 @@ def bench_state(
              f"{report['bytes_per_member']:,.0f}")  # fmt: skip
 
 
+@bench_app.command("startup")
+def bench_startup(
+    ctx: typer.Context,
+    rounds: Annotated[int, typer.Option(min=1, help="Start/stop cycles.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Seconds from starting a worker to ready and to its first event, and to exit after
+    SIGTERM (a fresh consumer group each round). Starts the local stack when none runs;
+    serves the registry's current model, or the default one (trained once when missing).
+    """
+    from memberpulse.streams import launcher
+    from memberpulse.streams.bench_startup import bench_startup as run
+    from memberpulse.streams.demo import _model_ready
+
+    state = _state(ctx)
+    base = load_settings(state.overrides)
+    info = launcher.up(base)
+    try:
+        settings = info.apply_to(base)
+        _model_ready(Reporter(interactive=False, to_stderr=as_json), settings)
+        report = run(settings, rounds)
+    finally:
+        if not info.already_running:
+            launcher.down(base)
+    if as_json:
+        print(orjson.dumps(report).decode())
+        return
+    out = Reporter()
+    for i, row in enumerate(report["rounds"], 1):
+        out.line(
+            f"round {i}: ready {row['ready_s']:.2f} s, first event {row['first_event_s']:.2f} s, "
+            f"exit {row['exit_after_sigterm_s']:.2f} s after SIGTERM (code {row['exit_code']})"
+        )
+    out.line(
+        f"median: ready {report['ready_s']:.2f} s, first event {report['first_event_s']:.2f} s, "
+        f"exit after SIGTERM {report['exit_after_sigterm_s']:.2f} s "
+        f"(kafka_profile={report['kafka_profile']})"
+    )
+
+
 def _redis_up(settings: Settings) -> bool:
     import redis
 

@@ -21,7 +21,8 @@ class ProgressSink(Protocol):
 class Reporter:
     """Prints results and progress; live widgets only when stdout is a TTY."""
 
-    def __init__(self, *, interactive: bool | None = None) -> None:
+    def __init__(self, *, interactive: bool | None = None, to_stderr: bool = False) -> None:
+        self._to_stderr = to_stderr  # lines to stderr: stdout is kept for a JSON result
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
         self._console = Console(highlight=False, soft_wrap=True) if self.interactive else None
 
@@ -30,7 +31,7 @@ class Reporter:
         if self._console is not None:
             self._console.print(text)
         else:
-            print(text, flush=True)
+            print(text, file=sys.stderr if self._to_stderr else sys.stdout, flush=True)
 
     def error(self, text: str) -> None:
         """A line on stderr."""

@@ -92,8 +92,9 @@ class WorkerProcess:
     """One `memberpulse worker` child process."""
 
     def __init__(self, settings: Settings, log: Path, **overrides: Any) -> None:
+        settings = settings.model_copy(update=overrides)
         port = settings.worker_web_port or free_port()
-        settings = settings.model_copy(update={"worker_web_port": port, **overrides})
+        settings = settings.model_copy(update={"worker_web_port": port})
         self.settings = settings
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}

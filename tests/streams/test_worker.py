@@ -186,6 +186,20 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
             what="every event applied, skipped or dead-lettered",
         )
         assert _accounted(worker) == produced  # conservation
+        exported = worker.metrics()
+        for name in (
+            "memberpulse_events_total",
+            "memberpulse_batch_size_count",
+            "memberpulse_stage_seconds_count",
+            "memberpulse_event_to_output_seconds_count",
+            "memberpulse_outputs_total",
+            "memberpulse_consumer_lag",
+            "memberpulse_model_in_service",
+            "memberpulse_churn_threshold",
+        ):
+            assert name in exported, name
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5) as r:
+            assert orjson.loads(r.read()) == {"status": "ok"}
         letters = [orjson.loads(m.value()) for m in read_from_start(isolated, [isolated.topic_dlq])]
         assert Counter(d["reason"] for d in letters) == Counter({"malformed_json": 3})
         assert worker.stop() == 0
@@ -240,3 +254,111 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
         state = decode_decision(blob)
         for kind, count in state.episodes.items():
             assert sorted(episodes[(member, kind)]) == list(range(1, count + 1)), (member, kind)
+
+
+def test_tail_prints_a_topics_records_without_joining_a_group(isolated: Settings) -> None:
+    producer = make_producer(isolated)
+    records = [{"id": f"tier:M{i}:1", "kind": "tier", "n": i} for i in range(3)]
+    for record in records:
+        producer.produce(isolated.topic_tiers, orjson.dumps(record), b"M")
+    assert producer.flush(30) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
+    env |= {
+        "MEMBERPULSE_HOME": str(isolated.home),
+        "MEMBERPULSE_KAFKA_BOOTSTRAP": isolated.kafka_bootstrap,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from memberpulse.streams.cli import main; main()", "tail",
+         isolated.topic_tiers, "--from-beginning", "--max-records", "3"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert sorted(orjson.loads(line)["n"] for line in result.stdout.splitlines()) == [0, 1, 2]
+
+
+def test_worker_refuses_input_topics_with_different_partition_counts(
+    isolated: Settings,
+) -> None:
+    from memberpulse.streams.app import check_input_partitions
+    from memberpulse.streams.errors import ConfigError
+    from memberpulse.streams.kafka import make_admin
+
+    assert set(check_input_partitions(isolated).values()) == {isolated.input_partitions}
+    odd = isolated.model_copy(update={"topic_purchases": f"{isolated.topic_purchases}.odd"})
+    from confluent_kafka.admin import NewTopic
+
+    admin = make_admin(odd)  # kept alive until the futures resolve
+    futures = admin.create_topics([NewTopic(odd.topic_purchases, 1, 1)])
+    for future in futures.values():
+        future.result(timeout=30)
+    wait_until(
+        lambda: partition_counts(odd, [odd.topic_purchases]).get(odd.topic_purchases) == 1,
+        timeout=30,
+        what="the odd topic exists",
+    )
+    with pytest.raises(ConfigError, match="equal partition counts"):
+        check_input_partitions(odd)
+
+
+def test_bench_startup_reports_ready_first_event_and_exit_as_json(
+    served_registry: Path, tmp_path: Path
+) -> None:
+    registry = _registry_copy(served_registry, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
+    env |= {"MEMBERPULSE_HOME": str(tmp_path / "home"), "MEMBERPULSE_MODEL_REGISTRY": str(registry)}
+    result = subprocess.run(
+        [sys.executable, "-c", "from memberpulse.streams.cli import main; main()",
+         "bench", "startup", "--rounds", "1", "--json"],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = orjson.loads(result.stdout)
+    assert report["exit_codes"] == [0]  # SIGTERM: a clean exit
+    (row,) = report["rounds"]
+    assert 0 < row["ready_s"] <= row["first_event_s"]
+    assert row["exit_after_sigterm_s"] > 0
+    assert report["kafka_profile"] == "local"
+
+
+def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
+    isolated: Settings, served_registry: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from memberpulse.export.registry import Registry
+
+    registry = Registry(_registry_copy(served_registry, tmp_path))
+    first = registry.current()
+    assert first is not None
+    # A second version: the same weights under another version name (what a retrain
+    # would bring; the swap does not care what changed inside).
+    staging = tmp_path / "v2"
+    shutil.copytree(registry.root / first, staging)
+    card_file = staging / "model.onnx.card.json"
+    card = json.loads(card_file.read_text())
+    card_file.write_text(json.dumps(card | {"version": f"{first}-b"}))
+    second = registry.add(staging / "model.onnx")
+    env = _env(isolated, registry.root)
+    events = _events(members=12, seed=23)
+    half = len(events) // 2
+    with _worker(env, tmp_path / "worker.log") as worker:
+        wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
+        _produce(isolated, events[:half])
+        wait_until(lambda: _accounted(worker) >= half, timeout=_FLOW_DEADLINE_S, interval=0.5)
+        registry.promote(second, make_redis(isolated), isolated.redis_key_prefix)
+        _produce(isolated, events[half:])
+        wait_until(
+            lambda: _accounted(worker) >= len(events), timeout=_FLOW_DEADLINE_S, interval=0.5
+        )
+        assert worker.metrics()["memberpulse_model_swaps_total"] == 2  # load, then the swap
+        assert worker.stop() == 0
+    per_partition: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for message in read_from_start(isolated, isolated.output_topics):
+        version = orjson.loads(message.value())["model_version"]
+        per_partition[(message.topic(), message.partition())].append(version)
+    assert {v for versions in per_partition.values() for v in versions} == {first, second}
+    # one swap, between batches: in every output partition, v1 records then v2 records
+    for versions in per_partition.values():
+        switch = versions.index(second) if second in versions else len(versions)
+        assert set(versions[:switch]) <= {first}
+        assert set(versions[switch:]) <= {second}
