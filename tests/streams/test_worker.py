@@ -362,3 +362,69 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
         switch = versions.index(second) if second in versions else len(versions)
         assert set(versions[:switch]) <= {first}
         assert set(versions[switch:]) <= {second}
+
+
+_GREEDY_RULES = """
+cooldown_days = 14
+holdout_share = 0.3
+holdout_salt = "scale-out-test"
+[budget]
+name = "coupons"
+daily_limit = 30.0
+[[value_tiers]]
+name = "small"
+min_expected_spend = 0
+value = 5.0
+[[value_tiers]]
+name = "large"
+min_expected_spend = 100
+value = 20.0
+[[rules]]
+name = "everyone"
+when = [{ signal = "expected_spend", op = ">=", value = 0 }]
+"""
+
+
+def test_two_workers_split_the_partitions_and_keep_the_invariants(
+    isolated: Settings, served_registry: Path, tmp_path: Path
+) -> None:
+    from memberpulse.streams.coupons import load_rules
+
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(_GREEDY_RULES)  # every member wants a coupon: the budget binds
+    rules = load_rules(rules_file)
+    registry = _registry_copy(served_registry, tmp_path)
+    env = _env(isolated, registry, coupon_rules=rules_file)
+    events = _events(members=40, seed=24)
+    log = tmp_path / "workers.log"
+    with _worker(env, log) as one, _worker(env, log) as two:
+        wait_until(lambda: one.ready() and two.ready(), timeout=90, interval=0.2)
+        _produce(isolated, events)
+        wait_until(
+            lambda: _committed_all(isolated, env["MEMBERPULSE_WORKER_GROUP_ID"]),
+            timeout=_FLOW_DEADLINE_S,
+            interval=1.0,
+            what="the group committed every input record",
+        )
+        applied = [w.metrics()["memberpulse_events_applied_total"] for w in (one, two)]
+        assert one.stop() == 0
+        assert two.stop() == 0
+    assert all(n > 0 for n in applied)  # both workers had partitions
+    assert sum(applied) == len(events)  # each event applied once, whoever applied it
+
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    for value in _outputs(isolated):
+        by_id[orjson.loads(value)["id"]].add(value)
+    assert all(len(versions) == 1 for versions in by_id.values())  # no id means two things
+    coupons = [orjson.loads(next(iter(v))) for v in by_id.values()]
+    coupons = [c for c in coupons if c["kind"] == "coupon"]
+    assert coupons
+    spent: Counter[int] = Counter()
+    for coupon in coupons:
+        holdout = rules.in_holdout(coupon["member_id"])
+        assert coupon["holdout"] is holdout  # the control group never gets a coupon
+        if not holdout:
+            spent[coupon["budget_day"]] += round(coupon["value"] * 100)
+    limit = round(rules.budget.daily_limit * 100)
+    assert max(spent.values()) <= limit  # the shared daily budget held across workers
+    assert any(c["holdout"] for c in coupons)
