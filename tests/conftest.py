@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from memberpulse.streams import launcher
 from memberpulse.streams.kafka import ensure_topics
 from memberpulse.streams.settings import Settings
+from tests.helpers import TOPIC_SETTINGS
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +47,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def isolated(servers: Settings, tmp_path: Path) -> Settings:
     """`servers` with fresh topic names and key prefix, so tests cannot see each other."""
     tag = uuid.uuid4().hex[:8]
-    names = (
-        "topic_clicks",
-        "topic_browses",
-        "topic_purchases",
-        "topic_dlq",
-        "topic_churn_alerts",
-        "topic_recommendations",
-        "topic_coupons",
-        "topic_tiers",
-    )
-    update: dict[str, object] = {name: f"t{tag}.{getattr(servers, name)}" for name in names}
+    update: dict[str, object] = {
+        name: f"t{tag}.{getattr(servers, name)}" for name in TOPIC_SETTINGS
+    }
     update |= {"redis_key_prefix": f"mp{tag}", "home": tmp_path / "home"}
     settings = servers.model_copy(update=update)
     ensure_topics(settings)

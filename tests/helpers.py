@@ -11,6 +11,18 @@ from memberpulse.models.timeutil import parse_ts
 
 NOW_MS = parse_ts("2026-11-26T12:00:00Z")
 
+#: Every topic-name setting (tests give each its own names).
+TOPIC_SETTINGS = (
+    "topic_clicks",
+    "topic_browses",
+    "topic_purchases",
+    "topic_dlq",
+    "topic_churn_alerts",
+    "topic_recommendations",
+    "topic_coupons",
+    "topic_tiers",
+)
+
 
 def make_event(**overrides: Any) -> Event:
     """A valid purchase event; override any field."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,8 +29,8 @@ from memberpulse.streams.kafka import (
 from memberpulse.streams.redis_client import make_redis
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
-from memberpulse.streams.stack import free_port
 from memberpulse.streams.state_types import decode_decision
+from memberpulse.streams.worker_process import WorkerProcess
 from tests.helpers import validate_record, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,81 +39,21 @@ _EXIT_DEADLINE_S = 60.0
 _FLOW_DEADLINE_S = 180.0
 
 
-def _env(settings: Settings, registry: Path, **extra: object) -> dict[str, str]:
-    fields = {
-        "home": settings.home,
-        "kafka_bootstrap": settings.kafka_bootstrap,
-        "redis_url": settings.redis_url.get_secret_value(),
-        "redis_key_prefix": settings.redis_key_prefix,
+def _settings(settings: Settings, registry: Path, **extra: object) -> Settings:
+    """What the test's worker runs with: its registry, its own group, info logs."""
+    fields: dict[str, object] = {
         "model_registry": registry,
         "worker_group_id": f"g-{settings.redis_key_prefix}",
         "worker_log_level": "info",
-        **{name: getattr(settings, name) for name in _TOPICS},
-        **extra,
+        "worker_web_port": 0,
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
-    env |= {f"MEMBERPULSE_{k.upper()}": str(v) for k, v in fields.items()}
-    return env
-
-
-_TOPICS = (
-    "topic_clicks",
-    "topic_browses",
-    "topic_purchases",
-    "topic_dlq",
-    "topic_churn_alerts",
-    "topic_recommendations",
-    "topic_coupons",
-    "topic_tiers",
-)
-
-
-class _Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        env = env | {"MEMBERPULSE_WORKER_WEB_PORT": str(self.port)}
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from memberpulse.streams.cli import main; main()", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-
-    def metrics(self) -> dict[str, float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        totals: dict[str, float] = defaultdict(float)
-        for line in text.splitlines():
-            match = re.match(r"^(memberpulse_[a-z_]+?)(?:\{.*\})? ([0-9.e+-]+)$", line)
-            if match:
-                totals[match[1]] += float(match[2])
-        return totals
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as r:
-                return bool(orjson.loads(r.read())["ready"])
-        except OSError:
-            return False
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(_EXIT_DEADLINE_S)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(_EXIT_DEADLINE_S)
-        self._log.close()
+    return settings.model_copy(update=fields | extra)
 
 
 @contextmanager
-def _worker(env: dict[str, str], log: Path) -> Iterator[_Worker]:
-    worker = _Worker(env, log)
+def _worker(settings: Settings, log: Path) -> Iterator[WorkerProcess]:
+    """`memberpulse worker` as a child process, killed at the end whatever happened."""
+    worker = WorkerProcess(settings, log)
     try:
         yield worker
     finally:
@@ -143,13 +82,14 @@ def _events(members: int, seed: int) -> list[Event]:
     return list(Simulator(SimConfig(members=members, days=60, seed=seed)).iter_events())
 
 
-def _accounted(worker: _Worker) -> float:
+def _accounted(worker: WorkerProcess) -> float:
     m = worker.metrics()
-    return (
-        m.get("memberpulse_events_applied_total", 0)
-        + m.get("memberpulse_duplicates_total", 0)
-        + m.get("memberpulse_dlq_total", 0)
+    names = (
+        "memberpulse_events_applied_total",
+        "memberpulse_duplicates_total",
+        "memberpulse_dlq_total",
     )
+    return sum(m.total(name) for name in names)
 
 
 def _outputs(settings: Settings) -> list[bytes]:
@@ -175,8 +115,8 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
     isolated: Settings, served_registry: Path, tmp_path: Path
 ) -> None:
     registry = _registry_copy(served_registry, tmp_path)
-    env = _env(isolated, registry)
-    with _worker(env, tmp_path / "worker.log") as worker:
+    settings = _settings(isolated, registry)
+    with _worker(settings, tmp_path / "worker.log") as worker:
         wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
         produced = _produce(isolated, _events(members=30, seed=21), bad=3)
         wait_until(
@@ -197,12 +137,12 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
             "memberpulse_model_in_service",
             "memberpulse_churn_threshold",
         ):
-            assert name in exported, name
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5) as r:
-            assert orjson.loads(r.read()) == {"status": "ok"}
+            assert any(sample == name for sample, _labels in exported), name
+        with urllib.request.urlopen(f"{worker.url}/health", timeout=5) as answer:
+            assert orjson.loads(answer.read()) == {"status": "ok"}
         letters = [orjson.loads(m.value()) for m in read_from_start(isolated, [isolated.topic_dlq])]
         assert Counter(d["reason"] for d in letters) == Counter({"malformed_json": 3})
-        assert worker.stop() == 0
+        assert worker.stop(_EXIT_DEADLINE_S) == 0
     log = (tmp_path / "worker.log").read_text()
     assert '"level": "error"' not in log, log[-3000:]
     outputs = [orjson.loads(value) for value in _outputs(isolated)]
@@ -210,30 +150,31 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
     for record in outputs:
         validate_record(record)
     assert len({o["id"] for o in outputs}) == len(outputs)
-    assert _committed_all(isolated, env["MEMBERPULSE_WORKER_GROUP_ID"])
+    assert _committed_all(isolated, settings.worker_group_id)
 
 
 def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
     isolated: Settings, served_registry: Path, tmp_path: Path
 ) -> None:
     registry = _registry_copy(served_registry, tmp_path)
-    env = _env(isolated, registry, batch_max_size=64)
+    settings = _settings(isolated, registry, batch_max_size=64)
     events = _events(members=25, seed=22)
     log = tmp_path / "worker.log"
-    with _worker(env | {"MEMBERPULSE_FAILPOINT_KILL_AFTER_RECORD": "5"}, log) as doomed:
+    doomed_settings = settings.model_copy(update={"failpoint_kill_after_record": 5})
+    with _worker(doomed_settings, log) as doomed:
         wait_until(doomed.ready, timeout=60, interval=0.2, what="worker ready")
         _produce(isolated, events)
         assert doomed.proc.wait(_FLOW_DEADLINE_S) == -signal.SIGKILL
-    with _worker(env, log) as restarted:
-        group = env["MEMBERPULSE_WORKER_GROUP_ID"]
+    with _worker(settings, log) as restarted:
+        group = settings.worker_group_id
         wait_until(
             lambda: _committed_all(isolated, group),
             timeout=_FLOW_DEADLINE_S,
             interval=1.0,
             what="the group committed every input record",
         )
-        resent = restarted.metrics()["memberpulse_outputs_resent_total"]
-        assert restarted.stop() == 0
+        resent = restarted.metrics().total("memberpulse_outputs_resent_total")
+        assert restarted.stop(_EXIT_DEADLINE_S) == 0
     assert resent > 0  # the killed batch's outbox went out again, under its ids
 
     by_id: dict[str, set[bytes]] = defaultdict(set)
@@ -338,10 +279,10 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
     card = json.loads(card_file.read_text())
     card_file.write_text(json.dumps(card | {"version": f"{first}-b"}))
     second = registry.add(staging / "model.onnx")
-    env = _env(isolated, registry.root)
+    settings = _settings(isolated, registry.root)
     events = _events(members=12, seed=23)
     half = len(events) // 2
-    with _worker(env, tmp_path / "worker.log") as worker:
+    with _worker(settings, tmp_path / "worker.log") as worker:
         wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
         _produce(isolated, events[:half])
         wait_until(lambda: _accounted(worker) >= half, timeout=_FLOW_DEADLINE_S, interval=0.5)
@@ -350,8 +291,8 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
         wait_until(
             lambda: _accounted(worker) >= len(events), timeout=_FLOW_DEADLINE_S, interval=0.5
         )
-        assert worker.metrics()["memberpulse_model_swaps_total"] == 2  # load, then the swap
-        assert worker.stop() == 0
+        assert worker.metrics().total("memberpulse_model_swaps_total") == 2  # load, swap
+        assert worker.stop(_EXIT_DEADLINE_S) == 0
     per_partition: dict[tuple[str, int], list[str]] = defaultdict(list)
     for message in read_from_start(isolated, isolated.output_topics):
         version = orjson.loads(message.value())["model_version"]
@@ -394,21 +335,21 @@ def test_two_workers_split_the_partitions_and_keep_the_invariants(
     rules_file.write_text(_GREEDY_RULES)  # every member wants a coupon: the budget binds
     rules = load_rules(rules_file)
     registry = _registry_copy(served_registry, tmp_path)
-    env = _env(isolated, registry, coupon_rules=rules_file)
+    settings = _settings(isolated, registry, coupon_rules=rules_file)
     events = _events(members=40, seed=24)
     log = tmp_path / "workers.log"
-    with _worker(env, log) as one, _worker(env, log) as two:
+    with _worker(settings, log) as one, _worker(settings, log) as two:
         wait_until(lambda: one.ready() and two.ready(), timeout=90, interval=0.2)
         _produce(isolated, events)
         wait_until(
-            lambda: _committed_all(isolated, env["MEMBERPULSE_WORKER_GROUP_ID"]),
+            lambda: _committed_all(isolated, settings.worker_group_id),
             timeout=_FLOW_DEADLINE_S,
             interval=1.0,
             what="the group committed every input record",
         )
-        applied = [w.metrics()["memberpulse_events_applied_total"] for w in (one, two)]
-        assert one.stop() == 0
-        assert two.stop() == 0
+        applied = [w.metrics().total("memberpulse_events_applied_total") for w in (one, two)]
+        assert one.stop(_EXIT_DEADLINE_S) == 0
+        assert two.stop(_EXIT_DEADLINE_S) == 0
     assert all(n > 0 for n in applied)  # both workers had partitions
     assert sum(applied) == len(events)  # each event applied once, whoever applied it
 
