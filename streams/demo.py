@@ -186,12 +186,20 @@ class _Dashboard:
 
 def _model_ready(out: Reporter, settings: Settings) -> str:
     """The version the worker will serve: the registry's current one, or the default."""
+    from memberpulse.export.files import card_path
     from memberpulse.export.registry import Registry
 
     registry = Registry(settings.registry_root)
     current = registry.current()
     if current is not None:
         out.line(f"model: serving the registry's current version {current}")
+        card = card_path(registry.path(current))
+        if card.exists() and "churn_risk_percentiles" not in card.read_text():
+            out.line(
+                "  (exported before risk percentiles were recorded: churn thresholds fall "
+                "back to 0.7 / 0.5; re-export it, or set churn_alert_threshold and "
+                "churn_rearm_threshold)"
+            )
         return current
     from memberpulse.streams.default_model import (
         READY_FILE,
