@@ -87,6 +87,10 @@ class TimeAligner(Generic[H]):
             self._last_arrival[tp] = now
             self._busy_at_arrival[tp] = self._busy_s
 
+    def last_offset(self, topic: str, partition: int) -> int:
+        """The offset of the last record delivered from a topic partition (-1: none)."""
+        return self._last_offset.get((topic, partition), -1)
+
     def note_busy(self, seconds: float) -> None:
         """The consumer spent `seconds` processing: no partition could deliver meanwhile,
         so that time does not count as a partition's silence.

@@ -77,7 +77,8 @@ class Worker:
             settings.input_topics, settings.align_idle_ms
         )
         self._stream: Any = None
-        self._batch_lock = asyncio.Lock()  # one release (or idle pass) at a time, in order
+        self._batch_lock = asyncio.Lock()
+        self._stopping = False  # one release (or idle pass) at a time, in order
         self.app = self._build_app()
 
     # --- the Faust app ------------------------------------------------------------------
@@ -105,6 +106,9 @@ class Worker:
             web_port=s.worker_web_port,
             web_bind=s.worker_web_bind,
             web_in_thread=False,
+            # Held (unacked) records of a revoked partition are dropped, not awaited: a
+            # rebalance must not wait for records the aligner holds back on purpose.
+            stream_wait_empty=False,
             producer_linger=s.kafka_producer_linger_ms / _MS,
             **options,
         )
@@ -168,9 +172,11 @@ class Worker:
             return view.json(body, status=200 if body["ready"] else 503)
 
         async def drain(_sender: Any, **_kwargs: Any) -> None:
-            # The batch in flight finishes (or fails) on its thread; its offsets were not
-            # acknowledged unless it finished. Then what is queued gets flushed.
-            await asyncio.get_running_loop().run_in_executor(None, self._close)
+            # No new batch starts; the one in flight finishes (its events acknowledged, so
+            # Faust commits them as it stops); then the producer is flushed and closed.
+            self._stopping = True
+            async with self._batch_lock:
+                await asyncio.get_running_loop().run_in_executor(None, self._close)
 
         cast(Any, app.on_before_shutdown).connect(drain)  # mode types receivers narrowly
 
@@ -185,11 +191,26 @@ class Worker:
         would overtake earlier ones.
         """
         async with self._batch_lock:
+            if self._stopping:
+                return
             consumer = app.consumer
+            # A partition that delivered nothing since its assignment (say, no new records
+            # after a restart) is caught up when the consumer's position reached its end.
+            positions = {
+                (tp.topic, tp.partition): await consumer.position(tp)
+                for tp in consumer.assignment()
+                if tp.topic in self.settings.input_topics
+                and self.aligner.last_offset(tp.topic, tp.partition) < 0
+            }
 
             def caught_up(topic: str, partition: int, last_offset: int) -> bool:
                 high = consumer.highwater(TP(topic, partition))
-                return high is not None and last_offset + 1 >= high
+                if high is None:
+                    return False
+                if last_offset < 0:
+                    position = positions.get((topic, partition))
+                    return position is not None and position >= high
+                return last_offset + 1 >= high
 
             released = self.aligner.release(caught_up)
             metrics.ALIGN_HELD.set(self.aligner.held)
@@ -205,6 +226,8 @@ class Worker:
 
     async def _tick(self, app: faust.App, partitions: list[int]) -> None:
         async with self._batch_lock:
+            if self._stopping:
+                return
             started = time.monotonic()
             await self._run(app, functools.partial(self.processor.tick, partitions))
             self.aligner.note_busy(time.monotonic() - started)
@@ -217,6 +240,8 @@ class Worker:
             try:
                 report: BatchReport = await loop.run_in_executor(self.executor, work)
             except TRANSIENT as exc:
+                if self._stopping:  # shutting down: leave the batch unacknowledged
+                    raise asyncio.CancelledError from exc
                 self.failing = f"{type(exc).__name__}: {exc}"
                 log.warning("batch failed, retrying in %.1f s: %s", delay, self.failing)
                 await asyncio.sleep(delay)  # backoff before retrying the same batch
@@ -270,7 +295,7 @@ def _record(event: Any) -> InRecord:
         message.partition,
         message.offset,
         message.key,
-        message.value,
+        message.value if message.value is not None else b"",  # a tombstone: a dead letter
         round(message.timestamp * _MS),
     )
 

@@ -21,6 +21,7 @@ confluent-kafka producer, or anything with `produce`/`flush`) are the caller's c
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -164,6 +165,7 @@ class BatchProcessor:
         self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
         self._recorded = 0
+        self._refreshed_at = -math.inf
         self.recent: deque[Output] = deque(maxlen=_RECENT_KEPT)
 
     # --- the batch path ---------------------------------------------------------------
@@ -203,7 +205,10 @@ class BatchProcessor:
         report = BatchReport(records=len(items))
         report.stage_s["decode"] = decode_s
         stages = _Stages(report)
-        self._models.refresh()  # a promoted model is swapped in between batches, never within
+        now_s = time.monotonic()
+        if now_s - self._refreshed_at >= self._settings.model_refresh_s:
+            self._refreshed_at = now_s  # a promoted model swaps in between batches only
+            self._models.refresh()
         loaded = self._models.current()
         report.model_version = loaded.version
         if loaded.version != self._policy_version:  # thresholds fitted to the model in service
@@ -234,7 +239,9 @@ class BatchProcessor:
         )
         self._confirmed = {}
         report.applied, report.duplicates = result.applied, result.duplicates
-        dead += [self._too_late(item, records, received) for item in result.too_late]
+        if result.too_late:
+            by_position = {(r.topic, r.partition, r.offset): r for r in records}
+            dead += [self._too_late(item, by_position, received) for item in result.too_late]
         stages.done("state")
 
         snapshots = {**result.snapshots, **result.idle_due}
@@ -317,9 +324,9 @@ class BatchProcessor:
         return events, dead
 
     def _too_late(
-        self, item: SourcedEvent, records: Sequence[InRecord], received: int
+        self, item: SourcedEvent, records: dict[tuple[str, int, int], InRecord], received: int
     ) -> DeadLetter:
-        raw = next((r for r in records if (r.topic, r.partition, r.offset) == item[1:]), None)
+        raw = records.get((item.topic, item.partition, item.offset))
         lateness = self._settings.state_lateness_ms
         return DeadLetter(
             Reason.TOO_LATE,

@@ -220,6 +220,9 @@ class Settings(BaseSettings):
         None, description="model registry root (default: <home>/models/registry)"
     )
     model_top_k: int = Field(20, ge=1, description="items per recommendation (in the graph)")
+    model_refresh_s: float = Field(
+        5.0, ge=0, description="how often a worker checks for a newly promoted model"
+    )
     scorer_threads: int = Field(0, ge=0, description="onnxruntime threads (0: all cores)")
 
     # --- Local stack ---------------------------------------------------------------

@@ -132,3 +132,12 @@ def test_a_dead_letter_never_drags_its_partitions_frontier_forward() -> None:
     assert released == ["dead letter"]  # purchases has delivered no event time yet
     aligner.add([_item("purchases", 1, 150, "p")])
     assert [h for _, _, h in aligner.release(_behind)] == ["c", "b"]  # frontier 100
+
+
+def test_last_offset_tells_which_partitions_delivered_since_assignment() -> None:
+    aligner = _aligner()
+    assert aligner.last_offset("clicks", 0) == -1  # the worker asks the consumer's position
+    aligner.add([_item("clicks", 41, 100, "c")])
+    assert aligner.last_offset("clicks", 0) == 41
+    aligner.drop([("clicks", 0)])
+    assert aligner.last_offset("clicks", 0) == -1

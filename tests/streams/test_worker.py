@@ -279,7 +279,7 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
     card = json.loads(card_file.read_text())
     card_file.write_text(json.dumps(card | {"version": f"{first}-b"}))
     second = registry.add(staging / "model.onnx")
-    settings = _settings(isolated, registry.root)
+    settings = _settings(isolated, registry.root, model_refresh_s=0.2)
     events = _events(members=12, seed=23)
     half = len(events) // 2
     with _worker(settings, tmp_path / "worker.log") as worker:
