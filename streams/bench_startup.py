@@ -1,9 +1,9 @@
 """`memberpulse bench startup`: how fast a worker gets going and how fast it stops.
 
 Each round starts `memberpulse worker` as a child process in a fresh consumer group (so
-each start includes a group join), produces one event, and measures the seconds from
-the process start to (a) /ready answering ready (partitions assigned) and (b) the first
-event applied; then sends SIGTERM and measures the seconds until the process exited.
+each start includes a group join), then produces an event every 50 ms, and measures the
+seconds from the process start to (a) /ready answering ready (partitions assigned) and
+(b) the first event applied; then sends SIGTERM and measures the seconds until the process exited.
 Measured, never asserted: the figures go to BENCHMARKS.md.
 """
 
@@ -58,14 +58,20 @@ def one_round(settings: Settings, index: int) -> Round:
     )
     try:
         ready = _wait(worker.ready, "ready answer", worker)
-        member = f"bench-startup-{index}"
-        now_ms = int(time.time() * MS_PER_SECOND)
-        event = Event(f"{member}-0", member, "browse", "I00001", now_ms)
+        member = f"bench-startup-{index}-{uuid.uuid4().hex[:6]}"
         producer = make_producer(settings)
-        producer.produce(settings.topic_browses, encode_event(event), member.encode())
-        producer.flush(30)
+        sent = 0
 
         def applied() -> bool:
+            # An event every poll until one is applied: a fresh group starting at "latest"
+            # may resolve that position only after the first event was written.
+            nonlocal sent
+            event = Event(
+                f"{member}-{sent}", member, "browse", "I00001", int(time.time() * MS_PER_SECOND)
+            )
+            producer.produce(settings.topic_browses, encode_event(event), member.encode())
+            producer.flush(10)
+            sent += 1
             return worker.metrics().total("memberpulse_events_applied_total") >= 1
 
         first = _wait(applied, "event applied", worker)
