@@ -212,6 +212,7 @@ class Worker:
 
             released = self.aligner.release(caught_up)
             metrics.ALIGN_HELD.set(self.aligner.held)
+            self._update_lag(app)
             size = self.settings.batch_max_size
             for start in range(0, len(released), size):
                 chunk = released[start : start + size]

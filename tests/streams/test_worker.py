@@ -126,6 +126,15 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
             what="every event applied, skipped or dead-lettered",
         )
         assert _accounted(worker) == produced  # conservation
+        wait_until(  # the lag gauge is refreshed by the worker's timer
+            lambda: (
+                worker.metrics().total("memberpulse_consumer_lag") >= 0
+                and any(n == "memberpulse_consumer_lag" for n, _ in worker.metrics())
+            ),
+            timeout=30,
+            interval=0.5,
+            what="consumer lag exported",
+        )
         exported = worker.metrics()
         for name in (
             "memberpulse_events_total",
