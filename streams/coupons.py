@@ -53,7 +53,7 @@ SIGNALS: Final[dict[str, tuple[str, Callable[[MemberSnapshot, float, float, floa
     "churn_risk": ("model churn probability over the horizon", lambda s, r, e, a: r),
     "churn_risk_vs_alert": (
         "churn risk / the alert threshold in use (1: alert level, whatever the model)",
-        lambda s, r, e, a: r / a,
+        lambda s, r, e, a: r / a if a > 0 else math.inf,
     ),
     "expected_spend": ("model expected spend over the horizon", lambda s, r, e, a: e),
     "minutes_since_intent": (
