@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,14 @@ from memberpulse.models.contract import Event
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams import keys
 from memberpulse.streams.coupons import load_rules
-from memberpulse.streams.decisions import CHURN, IDLE_CHECK, RECOMMENDATION, TIER, Policy
+from memberpulse.streams.decisions import (
+    CHURN,
+    COUPON,
+    IDLE_CHECK,
+    RECOMMENDATION,
+    TIER,
+    Policy,
+)
 from memberpulse.streams.events import encode_event
 from memberpulse.streams.kafka import read_from_start
 from memberpulse.streams.processor import BatchProcessor, InRecord
@@ -225,6 +233,13 @@ def test_a_member_who_goes_silent_gets_one_churn_alert_from_the_idle_check(
     quiet_from = last_ts - 60 * MS_PER_DAY
     before = Counter(e.member_id for e in events if e.type == "purchase" and e.ts < quiet_from)
     silent = before.most_common(1)[0][0]  # a regular buyer who then stops completely
+    recent = Counter(
+        e.member_id for e in events if e.type == "purchase" and e.ts >= last_ts - 7 * MS_PER_DAY
+    )
+    live_buys = Counter(e.member_id for e in events if e.type == "purchase" and e.ts >= quiet_from)
+    loyal = max(  # buys most often through the live span and bought in its last week
+        (m for m in live_buys if recent[m] and m != silent), key=lambda m: live_buys[m]
+    )
     kept = [e for e in events if e.member_id != silent or e.ts < quiet_from]
     records = _Records(settings).make(kept, last_ts + 1)
     # History first, without churn alerts (a small model flags every new member), then
@@ -248,3 +263,123 @@ def test_a_member_who_goes_silent_gets_one_churn_alert_from_the_idle_check(
     assert alerts[0]["trigger"] == IDLE_CHECK
     assert alerts[0]["event_time"] > quiet_from
     assert "no_activity_7d" in alerts[0]["reasons"]
+    loyal_alerts = [o for o in outputs if o["kind"] == CHURN and o["member_id"] == loyal]
+    assert not loyal_alerts, loyal_alerts
+
+
+def test_recommendations_change_after_purchases_and_leave_out_what_was_bought(
+    isolated: Settings, served_registry: Path
+) -> None:
+    events = _events(members=12, seed=15)
+    maker = _Records(isolated)
+    processor = _processor(isolated, served_registry)
+    for batch in _batches(maker.make(events, events[-1].ts + 1)):
+        processor.process(batch)
+    latest: dict[str, dict[str, object]] = {}
+    for rec in (o for o in _outputs(isolated) if o["kind"] == RECOMMENDATION):
+        member = str(rec["member_id"])
+        if member not in latest or rec["event_time"] > latest[member]["event_time"]:  # type: ignore[operator]
+            latest[member] = rec
+    member, before = max(latest.items(), key=lambda kv: kv[1]["event_time"])  # type: ignore[arg-type, return-value]
+    head = [item["item_id"] for item in before["items"][: isolated.rec_material_top]]  # type: ignore[index]
+
+    # The member buys the head of their list, past the rate limit's interval.
+    later = events[-1].ts + round(2 * isolated.rec_min_interval_minutes * 60_000)
+    buys = [
+        Event(f"buy-{k}", member, "purchase", str(item), later + k * 1_000, price=10.0)
+        for k, item in enumerate(head)
+    ]
+    processor.process(maker.make(buys, later + 10_000))
+    after = [
+        o
+        for o in _outputs(isolated)
+        if o["kind"] == RECOMMENDATION and o["member_id"] == member and o["event_time"] >= later
+    ]
+    assert len(after) == 1, after  # one update for the batch, not one per purchase
+    listed = [item["item_id"] for item in after[0]["items"]]  # type: ignore[attr-defined]
+    assert not set(listed) & set(head)  # just bought: left out of the list
+    assert listed[: len(head)] != head
+    assert after[0]["excluded_recent_purchases"] >= len(head)
+
+
+_COUPON_RULES = """
+cooldown_days = 3
+holdout_share = 0.25
+holdout_salt = "test-salt"
+[budget]
+name = "coupons"
+daily_limit = 30.0
+[[value_tiers]]
+name = "flat"
+min_expected_spend = 0
+value = 10.0
+[[rules]]
+name = "everyone"
+when = [{ signal = "expected_spend", op = ">=", value = 0 }]
+"""
+
+
+def test_coupons_respect_the_daily_budget_the_cooldown_and_the_holdout(
+    isolated: Settings, served_registry: Path, tmp_path: Path
+) -> None:
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(_COUPON_RULES)  # every member wants one: budget and cooldown bind
+    settings = isolated.model_copy(update={"coupon_rules": rules_file})
+    rules = load_rules(rules_file)
+    events = _events(members=30, days=30, seed=21)
+    processor = _processor(settings, served_registry)
+    for batch in _batches(_Records(settings).make(events, events[-1].ts + 1)):
+        processor.process(batch)
+    coupons = [o for o in _outputs(settings) if o["kind"] == COUPON]
+    assert coupons
+
+    spent: Counter[object] = Counter()
+    by_member: dict[str, list[int]] = {}
+    for coupon in coupons:
+        holdout = rules.in_holdout(str(coupon["member_id"]))
+        assert coupon["holdout"] is holdout
+        if holdout:
+            assert coupon["value"] is None  # a holdout record: no coupon, no budget
+        else:
+            spent[coupon["budget_day"]] += round(float(coupon["value"]) * 100)  # type: ignore[arg-type]
+        by_member.setdefault(str(coupon["member_id"]), []).append(int(coupon["event_time"]))  # type: ignore[call-overload]
+    limit = round(rules.budget.daily_limit * 100)
+    assert max(spent.values()) == limit  # the budget binds and is never exceeded
+    assert all(cents <= limit for cents in spent.values())
+    assert any(c["holdout"] for c in coupons)
+    cooldown = rules.cooldown_days * MS_PER_DAY
+    for times in by_member.values():
+        times.sort()
+        assert all(b - a >= cooldown for a, b in itertools.pairwise(times)), times
+
+
+def test_a_tier_forecast_is_emitted_when_spend_crosses_a_floor_and_only_then(
+    isolated: Settings, served_registry: Path
+) -> None:
+    member, start = "M-tier", 1_780_000_000_000
+    top = isolated.tier_names[-1]
+    floor = isolated.tier_min_spend[-1]
+    maker = _Records(isolated)
+    processor = _processor(isolated, served_registry)
+    small = [Event("t-1", member, "purchase", "I-1", start, price=1.0)]
+    processor.process(maker.make(small, start + 1))
+    big = [Event("t-2", member, "purchase", "I-2", start + MS_PER_DAY, price=floor + 1.0)]
+    processor.process(maker.make(big, start + MS_PER_DAY + 1))
+    browse = [Event("t-3", member, "browse", "I-3", start + 2 * MS_PER_DAY)]
+    processor.process(maker.make(browse, start + 2 * MS_PER_DAY + 1))
+
+    tiers = sorted(
+        (o for o in _outputs(isolated) if o["kind"] == TIER),
+        key=lambda o: o["event_time"],  # type: ignore[arg-type, return-value]
+    )
+    assert [t["event_time"] for t in tiers][-1] == start + MS_PER_DAY  # none for the browse
+    first, crossed = tiers[0], tiers[-1]
+    assert first["projected_tier"] != top  # a one-unit purchase is no top-tier member
+    assert crossed["current_tier"] == top
+    assert crossed["projected_tier"] == top
+    assert len(tiers) == 2  # the first projection, then the crossing
+    assert crossed["previous_projected_tier"] == first["projected_tier"]
+    assert crossed["trailing_12m_spend"] == floor + 2.0
+    assert crossed["partial_history"] is True  # two days of tenure
+    for record in tiers:
+        validate_record(record)

@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import orjson
@@ -22,6 +23,7 @@ from memberpulse.streams import keys
 from memberpulse.streams.events import encode_event
 from memberpulse.streams.kafka import (
     client_config,
+    ensure_topics,
     make_producer,
     partition_counts,
     read_from_start,
@@ -31,7 +33,7 @@ from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.state_types import decode_decision
 from memberpulse.streams.worker_process import WorkerProcess
-from tests.helpers import validate_record, wait_until
+from tests.helpers import TOPIC_SETTINGS, validate_record, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -335,6 +337,41 @@ when = [{ signal = "expected_spend", op = ">=", value = 0 }]
 """
 
 
+def _fresh_namespace(settings: Settings) -> Settings:
+    """The same servers under new topic names and a new key prefix (like `isolated`)."""
+    tag = uuid.uuid4().hex[:8]
+    update: dict[str, object] = {
+        name: f"t{tag}.{getattr(Settings(), name)}" for name in TOPIC_SETTINGS
+    }
+    update |= {"redis_key_prefix": f"mp{tag}", "worker_group_id": f"g-mp{tag}"}
+    fresh = settings.model_copy(update=update)
+    ensure_topics(fresh)
+    return fresh
+
+
+def _run_workers(settings: Settings, events: list[Event], workers: int, log: Path) -> list[float]:
+    """Run `workers` workers in one group until the group committed every event."""
+    with ExitStack() as stack:
+        running = [stack.enter_context(_worker(settings, log)) for _ in range(workers)]
+        wait_until(lambda: all(w.ready() for w in running), timeout=90, interval=0.2)
+        _produce(settings, events)
+        wait_until(
+            lambda: _committed_all(settings, settings.worker_group_id),
+            timeout=_FLOW_DEADLINE_S,
+            interval=1.0,
+            what="the group committed every input record",
+        )
+        applied = [w.metrics().total("memberpulse_events_applied_total") for w in running]
+        for worker in running:
+            assert worker.stop(_EXIT_DEADLINE_S) == 0
+    return applied
+
+
+def _churn_alerts(settings: Settings) -> set[tuple[str, int]]:
+    alerts = (orjson.loads(value) for value in _outputs(settings))
+    return {(a["id"], a["event_time"]) for a in alerts if a["kind"] == "churn_alert"}
+
+
 def test_two_workers_split_the_partitions_and_keep_the_invariants(
     isolated: Settings, served_registry: Path, tmp_path: Path
 ) -> None:
@@ -344,23 +381,21 @@ def test_two_workers_split_the_partitions_and_keep_the_invariants(
     rules_file.write_text(_GREEDY_RULES)  # every member wants a coupon: the budget binds
     rules = load_rules(rules_file)
     registry = _registry_copy(served_registry, tmp_path)
-    settings = _settings(isolated, registry, coupon_rules=rules_file)
-    events = _events(members=40, seed=24)
-    log = tmp_path / "workers.log"
-    with _worker(settings, log) as one, _worker(settings, log) as two:
-        wait_until(lambda: one.ready() and two.ready(), timeout=90, interval=0.2)
-        _produce(isolated, events)
-        wait_until(
-            lambda: _committed_all(isolated, settings.worker_group_id),
-            timeout=_FLOW_DEADLINE_S,
-            interval=1.0,
-            what="the group committed every input record",
-        )
-        applied = [w.metrics().total("memberpulse_events_applied_total") for w in (one, two)]
-        assert one.stop(_EXIT_DEADLINE_S) == 0
-        assert two.stop(_EXIT_DEADLINE_S) == 0
+    # One event per batch and no timer-driven idle pass: each member's decisions are then
+    # a function of its own partition's events alone, however the partitions are spread,
+    # so one worker and two must alert the very same members at the same event times.
+    settings = _settings(
+        isolated, registry, coupon_rules=rules_file, batch_max_size=1, idle_tick_s=3600.0
+    )
+    events = _events(members=30, seed=24)
+    alone = _fresh_namespace(settings)
+    assert sum(_run_workers(alone, events, 1, tmp_path / "alone.log")) == len(events)
+    applied = _run_workers(settings, events, 2, tmp_path / "workers.log")
     assert all(n > 0 for n in applied)  # both workers had partitions
     assert sum(applied) == len(events)  # each event applied once, whoever applied it
+    expected = _churn_alerts(alone)
+    assert expected  # the test means something only if someone was alerted
+    assert _churn_alerts(settings) == expected
 
     by_id: dict[str, set[bytes]] = defaultdict(set)
     for value in _outputs(isolated):
