@@ -10,6 +10,7 @@ percentile over all rounds' calls.
 
 from __future__ import annotations
 
+import copy
 import platform
 import tempfile
 import time
@@ -131,7 +132,9 @@ def _torch_calls(
     """The network as trained (`torch-eager`: the `transformers` encoder and our heads) and
     the serving graph that export writes, run in torch (`torch-eager-serving-graph`); on
     CUDA the network in fp32 and under bf16 autocast."""
-    model = model.eval().to(device)
+    # `.to()` moves a module in place: the CPU rows must keep a CPU network, so CUDA gets
+    # its own copy (the first GPU run here crashed on exactly that).
+    model = model.eval() if device == "cpu" else copy.deepcopy(model).eval().to(device)
     inputs = [torch.as_tensor(c, device=device) for c in rows]
 
     def run(module: torch.nn.Module, args: list[torch.Tensor], autocast: bool) -> object:

@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -40,6 +40,8 @@ from memberpulse.models.snapshot import DecisionState, MemberSnapshot, day_of
 from memberpulse.models.timeutil import MS_PER_SECOND
 from memberpulse.streams import metrics
 from memberpulse.streams.decisions import (
+    CENTS,
+    COUPON,
     KINDS,
     MemberScores,
     Output,
@@ -51,6 +53,7 @@ from memberpulse.streams.settings import Settings
 from memberpulse.streams.state_types import (
     ApplyResult,
     DecisionRecord,
+    Reservation,
     SourcedEvent,
     StateStore,
 )
@@ -282,6 +285,10 @@ class BatchProcessor:
             for m, d in decisions.items()
         ]
         reservations = [d.reservation for d in decisions.values() if d.reservation is not None]
+        # A coupon left in the outbox by a crashed attempt goes out again only if its
+        # reservation was granted: reserving is idempotent per id, so asking again in this
+        # same round trip returns the original answer (or reserves now, if it never ran).
+        reservations += _pending_reservations(result.pending_outbox, self._policy)
         recorded = self._store.record(records_out, reservations)
         refused = {rid for rid, ok in recorded.granted.items() if not ok}
         stages.done("record")
@@ -405,6 +412,9 @@ class BatchProcessor:
         # What a crashed attempt left in the outbox goes first: same ids, same bytes.
         for member, entries in result.pending_outbox.items():
             for ident, value in entries.items():
+                if ident in refused:  # its reservation was refused: never a coupon
+                    sent.setdefault(member, []).append(ident)
+                    continue
                 payload = orjson.loads(value)
                 self._send(payload["kind"], member, ident, value, payload.get("model_version"))
                 sent.setdefault(member, []).append(ident)
@@ -468,3 +478,23 @@ def _latest_event_ids(events: Sequence[SourcedEvent]) -> dict[str, str]:
         if seen is None or event.ts >= seen.ts:
             latest[event.member_id] = event
     return {member: event.event_id for member, event in latest.items()}
+
+
+def _pending_reservations(
+    pending: Mapping[str, Mapping[str, bytes]], policy: Policy
+) -> list[Reservation]:
+    """The budget reservations behind coupons waiting in the outbox (holdouts have none)."""
+    limit = round(policy.coupons.budget.daily_limit * CENTS)
+    reservations = []
+    for entries in pending.values():
+        for ident, value in entries.items():
+            if not ident.startswith(f"{COUPON}:"):
+                continue
+            payload = orjson.loads(value)
+            if payload.get("holdout") or payload.get("value") is None:
+                continue
+            amount = round(float(payload["value"]) * CENTS)
+            reservations.append(
+                Reservation(ident, payload["budget"], int(payload["budget_day"]), amount, limit)
+            )
+    return reservations

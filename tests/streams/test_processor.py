@@ -13,6 +13,7 @@ import pytest
 
 from memberpulse.export.registry import ModelHolder, Registry
 from memberpulse.models.contract import Event
+from memberpulse.models.snapshot import day_of
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams import keys
 from memberpulse.streams.coupons import load_rules
@@ -383,3 +384,64 @@ def test_a_tier_forecast_is_emitted_when_spend_crosses_a_floor_and_only_then(
     assert crossed["partial_history"] is True  # two days of tenure
     for record in tiers:
         validate_record(record)
+
+
+class _RivalSpendsTheBudget:
+    """The real state store, with another worker spending every day's budget between
+    this worker's two round trips: every coupon decided here is refused at reservation.
+    """
+
+    def __init__(self, settings: Settings, budget: str, limit_cents: int) -> None:
+        self.inner = RedisState(settings)
+        self._settings, self._budget, self._limit = settings, budget, limit_cents
+
+    @property
+    def round_trips(self) -> int:
+        return self.inner.round_trips
+
+    def apply(self, events: Sequence[Event], now: int, **kwargs: object) -> object:
+        result = self.inner.apply(events, now, **kwargs)  # type: ignore[arg-type]
+        for day in {day_of(ts) for ts in result.now.values()}:
+            ledger = keys.budget_key(self._settings.redis_key_prefix, self._budget, day)
+            self.inner.client.hset(ledger, "spent", self._limit)
+        return result
+
+    def record(self, *args: object) -> object:
+        return self.inner.record(*args)  # type: ignore[arg-type]
+
+
+def test_a_coupon_refused_at_reservation_is_never_sent_even_after_a_crash(
+    isolated: Settings, served_registry: Path, tmp_path: Path
+) -> None:
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(_COUPON_RULES.replace("daily_limit = 30.0", "daily_limit = 1000.0"))
+    settings = isolated.model_copy(update={"coupon_rules": rules_file})
+    rules = load_rules(rules_file)
+    limit = round(rules.budget.daily_limit * 100)
+    events = _events(members=12, seed=8)
+    batch = _Records(settings).make(events, events[-1].ts + 1)[:BATCH]
+    policy = Policy.from_settings(settings, rules)
+    rival = _RivalSpendsTheBudget(settings, rules.budget.name, limit)
+    crashing = BatchProcessor(
+        settings, rival, ModelHolder(Registry(served_registry)), _CrashAfterRecord(settings), policy
+    )  # type: ignore[arg-type]
+    with pytest.raises(OutputsNotConfirmed):
+        crashing.process(batch)
+    store = RedisState(settings)
+    members = {r.key.decode() for r in batch if r.key}
+    pending = [
+        orjson.loads(value)
+        for m in members
+        for value in store.client.hvals(keys.member_keys(settings.redis_key_prefix, m)[2])
+    ]
+    refused = [p for p in pending if p["kind"] == COUPON and not p["holdout"]]
+    assert refused  # coupons were decided, then refused at reservation, and left pending
+
+    restarted = _processor(settings, served_registry)
+    report = restarted.process(batch)
+    assert report.coupons_refused == len(refused)
+    sent = [o for o in _outputs(settings) if o["kind"] == COUPON and not o["holdout"]]
+    assert {o["id"] for o in sent}.isdisjoint(p["id"] for p in refused)
+    for day in {p["budget_day"] for p in refused}:
+        ledger = keys.budget_key(settings.redis_key_prefix, rules.budget.name, day)
+        assert int(store.client.hget(ledger, "spent")) == limit  # the rival's, not exceeded
