@@ -23,7 +23,10 @@ records on tansu, whose high watermarks under-count (measured: 3,580 reported fo
 records), and are reported only per fetch. Together: a partition behind on a backlog is
 never idle, and a live quiet one costs the others at most `idle_ms` of latency.
 
-Held records are not acknowledged, so offsets are never committed past them.
+Held records are not acknowledged, so offsets are never committed past them. Memory is
+bounded: past `max_held` records (a partition stalled without catching up, say), the
+earliest are released anyway, in event-time order, and counted in `forced`; the state
+layer's lateness bound then decides what is too late, as without alignment.
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ class TimeAligner(Generic[H]):
         topics: Sequence[str],
         idle_ms: float,
         clock: Callable[[], float] = time.monotonic,
+        max_held: int | None = None,
     ) -> None:
         self._topics = tuple(topics)
+        self._max_held = max_held
+        self.forced = 0  # records released over the bound before their turn
         self._idle_s = idle_ms / 1000.0
         self._clock = clock
         self._queues: dict[tuple[str, int], deque[tuple[InRecord, int, H]]] = {}
@@ -114,8 +120,23 @@ class TimeAligner(Generic[H]):
                     else:
                         kept.append((record, ts, handle))
                 self._queues[(topic, partition)] = kept
+        over = self.held - self._max_held if self._max_held is not None else 0
+        if over > 0:
+            released += self._force(over)
         released.sort(key=lambda item: item[1])  # stable: offset order on ties
         return released
+
+    def _force(self, count: int) -> list[tuple[InRecord, int, H]]:
+        """The `count` earliest held records, whatever the frontier (queues stay in order)."""
+        forced: list[tuple[InRecord, int, H]] = []
+        while len(forced) < count:
+            tp = min(
+                (tp for tp, queue in self._queues.items() if queue),
+                key=lambda tp: self._queues[tp][0][1],
+            )
+            forced.append(self._queues[tp].popleft())
+        self.forced += len(forced)
+        return forced
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> int:
         """Forget revoked topic partitions (their records were never acknowledged)."""

@@ -74,7 +74,7 @@ class Worker:
         self.first_event_at: float | None = None
         self.reports = 0
         self.aligner: TimeAligner[tuple[Decoded, Any]] = TimeAligner(
-            settings.input_topics, settings.align_idle_ms
+            settings.input_topics, settings.align_idle_ms, max_held=settings.align_max_held
         )
         self._stream: Any = None
         self._batch_lock = asyncio.Lock()
@@ -210,8 +210,10 @@ class Worker:
                     return high == 0 if start is None else start >= high
                 return last_offset + 1 >= high
 
+            forced = self.aligner.forced
             released = self.aligner.release(caught_up)
             metrics.ALIGN_HELD.set(self.aligner.held)
+            metrics.ALIGN_FORCED.inc(self.aligner.forced - forced)
             self._update_lag(app)
             size = self.settings.batch_max_size
             for start in range(0, len(released), size):

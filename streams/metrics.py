@@ -53,6 +53,10 @@ ALIGN_HELD = Gauge(
     "memberpulse_align_held_records",
     "Input records held until the other co-partitioned topics catch up in time",
 )
+ALIGN_FORCED = Counter(
+    "memberpulse_align_forced_total",
+    "Input records released before their turn: the aligner held its maximum",
+)
 CHURN_THRESHOLD = Gauge(
     "memberpulse_churn_threshold", "Churn alert and re-arm thresholds in use", ["kind"]
 )

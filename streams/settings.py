@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         description="an input partition caught up and silent this long stops holding the "
         "other input topics back (the most a quiet partition delays the others)",
     )
+    align_max_held: int = Field(
+        50_000,
+        ge=1,
+        description="records the aligner may hold; past it the earliest are released anyway",
+    )
     worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
     worker_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="where a new consumer group starts reading"

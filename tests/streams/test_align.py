@@ -141,3 +141,15 @@ def test_last_offset_tells_which_partitions_delivered_since_assignment() -> None
     assert aligner.last_offset("clicks", 0) == 41
     aligner.drop([("clicks", 0)])
     assert aligner.last_offset("clicks", 0) == -1
+
+
+def test_past_the_bound_the_earliest_records_are_released_anyway() -> None:
+    aligner: TimeAligner[object] = TimeAligner(TOPICS, idle_ms=500, clock=_Clock(), max_held=4)
+    aligner.add(_item("clicks", i, 100 + i, i) for i in range(4))
+    aligner.add(_item("purchases", i, 50 + 10 * i, 10 + i) for i in range(3))
+    # browses never delivered and are not caught up: nothing is due, but 7 > 4 are held
+    released = aligner.release(_behind)
+    assert [ts for _, ts, _ in released] == [50, 60, 70]  # the 3 earliest, in ts order
+    assert aligner.held == 4
+    assert aligner.forced == 3
+    assert aligner.release(_behind) == []  # at the bound: held, as usual
