@@ -19,6 +19,7 @@ in Faust tables, and for the tansu group-join settings (`kafka_profile=local`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
@@ -147,6 +148,9 @@ class Worker:
 
         async def revoked(_sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
             dropped = self.aligner.drop((tp.topic, tp.partition) for tp in revoked)
+            for tp in revoked:  # another worker reports these now: no stale series here
+                with contextlib.suppress(KeyError):  # KeyError: never reported here
+                    metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
             if dropped:
                 log.info("rebalance: %d held records of revoked partitions left unacked", dropped)
 
