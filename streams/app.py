@@ -86,23 +86,8 @@ class Worker:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        timing = group_timing_ms(s)
-        datadir = s.home / "worker" / s.worker_group_id
-        datadir.mkdir(parents=True, exist_ok=True)
-        options: dict[str, Any] = {}
-        if timing:
-            options["broker_session_timeout"] = timing["session_timeout_ms"] / _MS
-            options["broker_heartbeat_interval"] = timing["heartbeat_interval_ms"] / _MS
         app = faust.App(
             s.worker_group_id,
-            broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
-            broker_credentials=_credentials(s),
-            value_serializer="raw",
-            key_serializer="raw",
-            topic_partitions=s.input_partitions,
-            consumer_auto_offset_reset=s.worker_offset_reset,
-            broker_max_poll_records=s.batch_max_size,
-            datadir=str(datadir),
             web_enabled=True,
             web_port=s.worker_web_port,
             web_bind=s.worker_web_bind,
@@ -110,8 +95,7 @@ class Worker:
             # Held (unacked) records of a revoked partition are dropped, not awaited: a
             # rebalance must not wait for records the aligner holds back on purpose.
             stream_wait_empty=False,
-            producer_linger=s.kafka_producer_linger_ms / _MS,
-            **options,
+            **faust_options(s),
         )
         inputs = app.topic(*s.input_topics, value_serializer="raw", key_serializer="raw")
         within = s.batch_max_wait_ms / _MS
@@ -330,6 +314,30 @@ def _promoted(registry: Registry, store: RedisState, prefix: str) -> Any:
         return from_redis() or registry.current()
 
     return read
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """The broker, consumer and producer options of every Faust app here (the worker and
+    the benchmark's ceiling agents, so that they are measured like for like)."""
+    s = settings
+    datadir = s.home / "worker" / s.worker_group_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        "broker_credentials": _credentials(s),
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "topic_partitions": s.input_partitions,
+        "consumer_auto_offset_reset": s.worker_offset_reset,
+        "broker_max_poll_records": s.batch_max_size,
+        "datadir": str(datadir),
+        "producer_linger": s.kafka_producer_linger_ms / _MS,
+    }
+    timing = group_timing_ms(s)
+    if timing:
+        options["broker_session_timeout"] = timing["session_timeout_ms"] / _MS
+        options["broker_heartbeat_interval"] = timing["heartbeat_interval_ms"] / _MS
+    return options
 
 
 def _credentials(settings: Settings) -> Any:

@@ -8,6 +8,7 @@ need it, so serving installs without the `train` extra.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -271,6 +272,60 @@ def bench_startup(
         f"exit after SIGTERM {report['exit_after_sigterm_s']:.2f} s "
         f"(kafka_profile={report['kafka_profile']})"
     )
+
+
+@bench_app.command("e2e")
+def bench_e2e(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(min=1000, help="Events pre-loaded.")] = 100_000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes in one group.")] = 1,
+    load: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Offered load for latency, × max.")
+    ] = 0.5,
+    latency_seconds: Annotated[
+        float, typer.Option(min=5, help="Seconds at the fixed load.")
+    ] = 30.0,
+    naive_seconds: Annotated[
+        float, typer.Option(min=5, help="Seconds of the one-event-at-a-time run.")
+    ] = 20.0,
+    soak_seconds: Annotated[
+        float | None, typer.Option(min=10, help="Run the fixed load this long, sampling RSS.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where JSON and plots go (default: under the home).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The whole pipeline against two bare Faust agents (consume, naive forward) on the same
+    broker and events; one event at a time; latency at a fixed load. Starts the local stack
+    when none runs; serves the registry's current model, or the default one.
+    """
+    from memberpulse.streams import launcher
+    from memberpulse.streams.bench_e2e import bench_e2e as run
+    from memberpulse.streams.bench_e2e import summary_lines
+    from memberpulse.streams.demo import _model_ready
+
+    state = _state(ctx)
+    base = load_settings(state.overrides)
+    info = launcher.up(base)
+    notes = Reporter(interactive=False, to_stderr=as_json)
+    try:
+        settings = info.apply_to(base)
+        _model_ready(notes, settings)
+        target = out or settings.home / "bench" / time.strftime("e2e-%Y%m%d-%H%M%S")
+        report = run(
+            settings, events, workers, load, latency_seconds, naive_seconds, soak_seconds,
+            target, say=notes.line,
+        )  # fmt: skip
+    finally:
+        if not info.already_running:
+            launcher.down(base)
+    if as_json:
+        print(orjson.dumps(report).decode())
+        return
+    reporter = Reporter()
+    for line in summary_lines(report):
+        reporter.line(line)
 
 
 def _redis_up(settings: Settings) -> bool:
