@@ -98,6 +98,7 @@ class Scorer:
         buckets: Sequence[int] = DEFAULT_BUCKETS,
         excluded: int = DEFAULT_EXCLUDED,
         io_binding: bool | None = None,
+        allow_spinning: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -107,6 +108,8 @@ class Scorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
+        if not allow_spinning:  # idle pool threads sleep instead of burning a core
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: provider fallbacks are decided above
         chosen = list(providers) if providers is not None else loadable_providers()

@@ -23,10 +23,13 @@ records on tansu, whose high watermarks under-count (measured: 3,580 reported fo
 records), and are reported only per fetch. Together: a partition behind on a backlog is
 never idle, and a live quiet one costs the others at most `idle_ms` of latency.
 
-Held records are not acknowledged, so offsets are never committed past them. Memory is
-bounded: past `max_held` records (a partition stalled without catching up, say), the
-earliest are released anyway, in event-time order, and counted in `forced`; the state
-layer's lateness bound then decides what is too late, as without alignment.
+Held records are not acknowledged, so offsets are never committed past them. Holding is
+bounded in memory and in time: past `max_held` records, the earliest are released anyway,
+and so is any record held longer than `max_hold_s` (a partition that stopped delivering:
+seen once in a benchmark, a purchases partition that Faust never fetched while 16k records
+of the others waited, for minutes). Such records go out in event-time order and are
+counted in `forced`; the state layer's lateness bound then decides what is too late
+(dead-lettered with the reason, never lost), as without alignment.
 """
 
 from __future__ import annotations
@@ -57,9 +60,12 @@ class TimeAligner(Generic[H]):
         idle_ms: float,
         clock: Callable[[], float] = time.monotonic,
         max_held: int | None = None,
+        max_hold_s: float | None = None,
     ) -> None:
         self._topics = tuple(topics)
         self._max_held = max_held
+        self._max_hold_s = max_hold_s
+        self._arrivals: dict[tuple[str, int], deque[float]] = {}  # per held record, in order
         self.forced = 0  # records released over the bound before their turn
         self._idle_s = idle_ms / 1000.0
         self._clock = clock
@@ -87,6 +93,7 @@ class TimeAligner(Generic[H]):
         for record, ts, handle in items:
             tp = (record.topic, record.partition)
             self._queues.setdefault(tp, deque()).append((record, ts, handle))
+            self._arrivals.setdefault(tp, deque()).append(now)
             if ts > self._max_ts.get(tp, -1):
                 self._max_ts[tp] = ts
             self._last_offset[tp] = record.offset
@@ -114,17 +121,34 @@ class TimeAligner(Generic[H]):
                 if not queue:
                     continue
                 kept: deque[tuple[InRecord, int, H]] = deque()
-                for record, ts, handle in queue:
+                kept_arrivals: deque[float] = deque()
+                arrivals = self._arrivals[(topic, partition)]
+                for (record, ts, handle), arrived in zip(queue, arrivals, strict=True):
                     if ts <= frontier or ts < 0:  # ts < 0: no event time (a dead letter)
                         released.append((record, ts, handle))
                     else:
                         kept.append((record, ts, handle))
+                        kept_arrivals.append(arrived)
                 self._queues[(topic, partition)] = kept
+                self._arrivals[(topic, partition)] = kept_arrivals
         over = self.held - self._max_held if self._max_held is not None else 0
         if over > 0:
             released += self._force(over)
+        if self._max_hold_s is not None:
+            released += self._force_older_than(now - self._max_hold_s)
         released.sort(key=lambda item: item[1])  # stable: offset order on ties
         return released
+
+    def _force_older_than(self, cutoff: float) -> list[tuple[InRecord, int, H]]:
+        """Every record that arrived before `cutoff` (wall clock), whatever the frontier."""
+        forced: list[tuple[InRecord, int, H]] = []
+        for tp, arrivals in self._arrivals.items():
+            queue = self._queues[tp]
+            while arrivals and arrivals[0] < cutoff:
+                arrivals.popleft()
+                forced.append(queue.popleft())
+        self.forced += len(forced)
+        return forced
 
     def _force(self, count: int) -> list[tuple[InRecord, int, H]]:
         """The `count` earliest held records, whatever the frontier (queues stay in order)."""
@@ -135,6 +159,7 @@ class TimeAligner(Generic[H]):
                 key=lambda tp: self._queues[tp][0][1],
             )
             forced.append(self._queues[tp].popleft())
+            self._arrivals[tp].popleft()
         self.forced += len(forced)
         return forced
 
@@ -143,6 +168,7 @@ class TimeAligner(Generic[H]):
         dropped = 0
         for tp in partitions:
             dropped += len(self._queues.pop(tp, ()))
+            self._arrivals.pop(tp, None)
             self._max_ts.pop(tp, None)
             self._last_offset.pop(tp, None)
             self._last_arrival.pop(tp, None)

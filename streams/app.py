@@ -34,6 +34,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from memberpulse.export.registry import ModelHolder, Registry, redis_promoted
+from memberpulse.export.scorer import Scorer
 from memberpulse.streams import metrics
 from memberpulse.streams.align import TimeAligner
 from memberpulse.streams.coupons import load_rules
@@ -63,7 +64,13 @@ class Worker:
         store = RedisState(settings)
         registry = Registry(settings.registry_root)
         self.models = ModelHolder(
-            registry, promoted=_promoted(registry, store, settings.redis_key_prefix)
+            registry,
+            promoted=_promoted(registry, store, settings.redis_key_prefix),
+            make_scorer=functools.partial(
+                Scorer,
+                threads=settings.scorer_threads,
+                allow_spinning=settings.scorer_allow_spinning,
+            ),
         )
         self.models.refresh()
         self.models.current()  # no model in service: refuse to start, saying where to put one
@@ -75,7 +82,10 @@ class Worker:
         self.first_event_at: float | None = None
         self.reports = 0
         self.aligner: TimeAligner[tuple[Decoded, Any]] = TimeAligner(
-            settings.input_topics, settings.align_idle_ms, max_held=settings.align_max_held
+            settings.input_topics,
+            settings.align_idle_ms,
+            max_held=settings.align_max_held,
+            max_hold_s=settings.align_max_hold_ms / _MS,
         )
         self._stream: Any = None
         self._batch_lock = asyncio.Lock()

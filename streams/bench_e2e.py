@@ -367,6 +367,16 @@ def _stages(metrics: Metrics, events: float) -> tuple[dict[str, float], dict[str
     return per_batch, per_event
 
 
+def _hist_ms(metrics: Metrics, q: float) -> float | None:
+    seconds = metrics.quantile("memberpulse_event_to_output_seconds", q)
+    return None if seconds is None else seconds * MS_PER_SECOND
+
+
+def _mean_batch(metrics: Metrics) -> float | None:
+    count = metrics.total("memberpulse_batch_size_count")
+    return metrics.total("memberpulse_batch_size_sum") / count if count else None
+
+
 def machine() -> str:
     """Where the figures were measured."""
     cores = os.cpu_count()
@@ -446,6 +456,11 @@ def bench_e2e(
             "offered_eps": rate,
             "load": load,
             "seconds": span,
+            # the worker's own view: input record timestamp → its batch's outputs confirmed
+            "worker_event_to_confirm_p50": _hist_ms(fixed.worker_metrics, 0.50),
+            "worker_event_to_confirm_p99": _hist_ms(fixed.worker_metrics, 0.99),
+            "batches": fixed.worker_metrics.total("memberpulse_batches_total"),
+            "mean_batch_size": _mean_batch(fixed.worker_metrics),
         },
         "redis_round_trips_per_batch": (
             full.metrics.total("memberpulse_redis_round_trips_total") / batches if batches else None
@@ -542,7 +557,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"one event at a time:    {report['one_event_at_a_time_eps']:>9,.0f} events/s",
         f"latency at {lat['offered_eps']:,.0f} events/s offered ({lat['load']:.0%}): "
         f"p50 {_ms(lat['p50'])}, p95 {_ms(lat['p95'])}, p99 {_ms(lat['p99'])} "
-        f"({lat['outputs_timed']:,} outputs)",
+        f"({lat['outputs_timed']:,} outputs; the worker's own p50/p99 "
+        f"{_ms(lat['worker_event_to_confirm_p50'])}/{_ms(lat['worker_event_to_confirm_p99'])}, "
+        f"mean batch {lat['mean_batch_size'] or 0:.0f})",
         f"per batch (ms, mean of {report['batches']:.0f} batches of "
         f"{report['mean_batch_size'] or 0:.0f}): {stages}",
         f"Redis round trips per batch {report['redis_round_trips_per_batch']:.2f}; worker CPU "

@@ -101,9 +101,14 @@ class Settings(BaseSettings):
         "other input topics back (the most a quiet partition delays the others)",
     )
     align_max_held: int = Field(
-        50_000,
+        20_000,
         ge=1,
         description="records the aligner may hold; past it the earliest are released anyway",
+    )
+    align_max_hold_ms: int = Field(
+        5_000,
+        ge=1,
+        description="the longest the aligner holds a record; then it is released anyway",
     )
     worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
     worker_offset_reset: Literal["earliest", "latest"] = Field(
@@ -229,6 +234,11 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how often a worker checks for a newly promoted model"
     )
     scorer_threads: int = Field(0, ge=0, description="onnxruntime threads (0: all cores)")
+    scorer_allow_spinning: bool = Field(
+        False,
+        description="onnxruntime's idle threads spin (faster calls, but a busy-waiting core "
+        "the broker client, Redis and Faust share)",
+    )
 
     # --- Local stack ---------------------------------------------------------------
     stack_kafka_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")

@@ -153,3 +153,19 @@ def test_past_the_bound_the_earliest_records_are_released_anyway() -> None:
     assert aligner.held == 4
     assert aligner.forced == 3
     assert aligner.release(_behind) == []  # at the bound: held, as usual
+
+
+def test_a_record_held_longer_than_the_bound_is_released_anyway() -> None:
+    clock = _Clock()
+    aligner: TimeAligner[object] = TimeAligner(TOPICS, idle_ms=500, clock=clock, max_hold_s=5.0)
+    aligner.add([_item("clicks", 0, 100, "a")])
+    clock.now = 3.0
+    aligner.add([_item("clicks", 1, 200, "b")])
+    clock.now = 4.9
+    assert aligner.release(_behind) == []  # the others have not delivered: held
+    clock.now = 5.1
+    assert [h for _, _, h in aligner.release(_behind)] == ["a"]  # held 5.1 s > 5 s
+    assert aligner.forced == 1
+    clock.now = 8.1
+    assert [h for _, _, h in aligner.release(_behind)] == ["b"]
+    assert aligner.held == 0
