@@ -297,8 +297,9 @@ def bench_e2e(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The whole pipeline against two bare Faust agents (consume, naive forward) on the same
-    broker and events; one event at a time; latency at a fixed load. Starts the local stack
-    when none runs; serves the registry's current model, or the default one.
+    broker and events; one event at a time; latency at a fixed load. Runs on a private,
+    fresh local stack (a broker that served earlier runs is slower: tansu keeps every
+    topic in memory); serves the registry's current model, or the default one.
     """
     from memberpulse.streams import launcher
     from memberpulse.streams.bench_e2e import bench_e2e as run
@@ -307,19 +308,27 @@ def bench_e2e(
 
     state = _state(ctx)
     base = load_settings(state.overrides)
-    info = launcher.up(base)
     notes = Reporter(interactive=False, to_stderr=as_json)
+    _model_ready(notes, base)
+    target = out or base.home / "bench" / time.strftime("e2e-%Y%m%d-%H%M%S")
+    private = base.model_copy(
+        update={
+            "home": target / "stack-home",
+            "model_registry": base.registry_root,
+            "stack_kafka_port": 0,
+            "stack_redis_port": 0,
+        }
+    )
+    info = launcher.up(private)
     try:
-        settings = info.apply_to(base)
-        _model_ready(notes, settings)
-        target = out or settings.home / "bench" / time.strftime("e2e-%Y%m%d-%H%M%S")
+        settings = info.apply_to(private)
+        notes.line(f"private stack: kafka {settings.kafka_bootstrap}, redis {info.redis_url()}")
         report = run(
             settings, events, workers, load, latency_seconds, naive_seconds, soak_seconds,
             target, say=notes.line,
         )  # fmt: skip
     finally:
-        if not info.already_running:
-            launcher.down(base)
+        launcher.down(private)
     if as_json:
         print(orjson.dumps(report).decode())
         return
