@@ -8,9 +8,9 @@ So records wait here, per partition number, until every input topic partition ei
 delivered a record at least as late (nothing earlier follows from it: each topic
 partition is in production order, event time within the lateness bound) or is *idle*.
 What is released leaves in event-time order (the events' own `ts`, decoded before
-alignment; dead letters have no event time (ts < 0): they go out with the next release
-and never move a frontier — one corrupt record stamped with wall time did, and put ~2% of a
-compressed-time demo's events past the lateness bound).
+alignment; dead letters have no event time (ts < 0): they go out as soon as the records
+before them do and never move a frontier — one corrupt record stamped with wall time did,
+and put ~2% of a compressed-time demo's events past the lateness bound).
 
 Idle means: caught up with its high watermark (nothing more to read there now) *and*
 silent for `idle_ms` of the consumer's free time (wall time minus the time it spent
@@ -22,6 +22,13 @@ way, as Faust hands over a partition's buffer in runs). Watermarks alone are off
 records on tansu, whose high watermarks under-count (measured: 3,580 reported for 3,601
 records), and are reported only per fetch. Together: a partition behind on a backlog is
 never idle, and a live quiet one costs the others at most `idle_ms` of latency.
+
+Alignment need not be exact: the state layer applies an event up to the lateness bound
+behind the member's latest one in its right place (and dead-letters it beyond). So a
+record goes out once it is at most `slack_ms` (default: half the lateness bound) ahead of
+the frontier. On a backlog, where topics drift days apart, that changes nothing; live, where
+they are seconds apart, nothing waits for a quiet purchases partition (measured: p50
+event-to-output 547 ms at 1k events/s with exact alignment).
 
 Held records are not acknowledged, so offsets are never committed past them. Holding is
 bounded in memory and in time: past `max_held` records, the earliest are released anyway,
@@ -61,8 +68,10 @@ class TimeAligner(Generic[H]):
         clock: Callable[[], float] = time.monotonic,
         max_held: int | None = None,
         max_hold_s: float | None = None,
+        slack_ms: int = 0,
     ) -> None:
         self._topics = tuple(topics)
+        self._slack = slack_ms
         self._max_held = max_held
         self._max_hold_s = max_hold_s
         self._arrivals: dict[tuple[str, int], deque[float]] = {}  # per held record, in order
@@ -120,17 +129,14 @@ class TimeAligner(Generic[H]):
                 queue = self._queues.get((topic, partition))
                 if not queue:
                     continue
-                kept: deque[tuple[InRecord, int, H]] = deque()
-                kept_arrivals: deque[float] = deque()
+                # From the head only: a topic partition is in production order, so the
+                # first record past the frontier ends the scan (a later one that is not
+                # past it waits for the next release). Each call costs what it releases,
+                # not what is held (a full rescan took 0.2–0.4 s with 16k records held).
                 arrivals = self._arrivals[(topic, partition)]
-                for (record, ts, handle), arrived in zip(queue, arrivals, strict=True):
-                    if ts <= frontier or ts < 0:  # ts < 0: no event time (a dead letter)
-                        released.append((record, ts, handle))
-                    else:
-                        kept.append((record, ts, handle))
-                        kept_arrivals.append(arrived)
-                self._queues[(topic, partition)] = kept
-                self._arrivals[(topic, partition)] = kept_arrivals
+                while queue and (queue[0][1] <= frontier or queue[0][1] < 0):
+                    released.append(queue.popleft())  # ts < 0: a dead letter, no event time
+                    arrivals.popleft()
         over = self.held - self._max_held if self._max_held is not None else 0
         if over > 0:
             released += self._force(over)
@@ -188,4 +194,4 @@ class TimeAligner(Generic[H]):
                 self.idle_skips[topic] += 1
                 continue  # idle: it no longer holds the others back
             frontier = min(frontier, self._max_ts.get(tp, -math.inf))
-        return frontier
+        return frontier + self._slack

@@ -86,6 +86,11 @@ class Worker:
             settings.align_idle_ms,
             max_held=settings.align_max_held,
             max_hold_s=settings.align_max_hold_ms / _MS,
+            slack_ms=(
+                settings.state_lateness_ms // 2
+                if settings.align_slack_ms is None
+                else settings.align_slack_ms
+            ),
         )
         self._stream: Any = None
         self._batch_lock = asyncio.Lock()

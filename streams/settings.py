@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         ge=1,
         description="records the aligner may hold; past it the earliest are released anyway",
     )
+    align_slack_ms: int | None = Field(
+        None,
+        ge=0,
+        description="release records this far ahead of the slowest topic's event time "
+        "(default: half of state_lateness_ms; 0: exact alignment)",
+    )
     align_max_hold_ms: int = Field(
         5_000,
         ge=1,

@@ -169,3 +169,13 @@ def test_a_record_held_longer_than_the_bound_is_released_anyway() -> None:
     clock.now = 8.1
     assert [h for _, _, h in aligner.release(_behind)] == ["b"]
     assert aligner.held == 0
+
+
+def test_records_within_the_slack_of_the_frontier_go_out_at_once() -> None:
+    aligner: TimeAligner[object] = TimeAligner(TOPICS, idle_ms=500, clock=_Clock(), slack_ms=50)
+    aligner.add([_item("clicks", 0, 100, "a"), _item("clicks", 1, 200, "b")])
+    aligner.add([_item("purchases", 0, 120, "c")])
+    aligner.add([_item("browses", 0, 110, "d")])
+    # frontier min(200, 120, 110) = 110, + 50 slack: everything up to 160 goes
+    assert [h for _, _, h in aligner.release(_behind)] == ["a", "d", "c"]
+    assert aligner.held == 1

@@ -43,6 +43,10 @@ def test_the_cli_has_the_documented_commands() -> None:
         "demo",
         "config show",
         "bench decode",
+        "bench e2e",
+        "bench startup",
+        "worker",
+        "tail",
     ):
         assert expected in names
 
