@@ -344,7 +344,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "key_serializer": "raw",
         "topic_partitions": s.input_partitions,
         "consumer_auto_offset_reset": s.worker_offset_reset,
-        "broker_max_poll_records": s.batch_max_size,
+        "broker_max_poll_records": s.worker_max_poll_records,
         "datadir": str(datadir),
         "producer_linger": s.kafka_producer_linger_ms / _MS,
     }

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         description="an input partition caught up and silent this long stops holding the "
         "other input topics back (the most a quiet partition delays the others)",
     )
+    worker_max_poll_records: int | None = Field(
+        None,
+        ge=1,
+        description="records per consumer poll (Faust's broker_max_poll_records; None: "
+        "unbounded, Faust's default); batches stay bounded by batch_max_size",
+    )
     align_max_held: int = Field(
         20_000,
         ge=1,
