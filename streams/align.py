@@ -30,13 +30,17 @@ the frontier. On a backlog, where topics drift days apart, that changes nothing;
 they are seconds apart, nothing waits for a quiet purchases partition (measured: p50
 event-to-output 547 ms at 1k events/s with exact alignment).
 
-Held records are not acknowledged, so offsets are never committed past them. Holding is
-bounded in memory and in time: past `max_held` records, the earliest are released anyway,
-and so is any record held longer than `max_hold_s` (a partition that stopped delivering:
-seen once in a benchmark, a purchases partition that Faust never fetched while 16k records
-of the others waited, for minutes). Such records go out in event-time order and are
-counted in `forced`; the state layer's lateness bound then decides what is too late
-(dead-lettered with the reason, never lost), as without alignment.
+A partition that has delivered nothing since assignment for `stall_s` of the consumer's
+free time (a minute by default) stops holding the others back even when it is not caught
+up: seen once in a benchmark, a purchases partition that Faust never fetched while 16k
+records of the others waited, for minutes. Shorter caps were measured wrong: at start-up
+some partitions deliver seconds after others, and a backlog's partitions can wait long
+between deliveries. A wall-clock cap per record put 27k of 100k events past the lateness
+bound, a 5-second silence cap 18k, the same cap on never-delivered partitions 30k. Past
+`max_held` records the earliest are released anyway, counted in `forced`. In both cases the
+state layer's lateness bound decides what is too late (dead-lettered with the reason).
+
+Held records are not acknowledged, so offsets are never committed past them.
 """
 
 from __future__ import annotations
@@ -67,13 +71,13 @@ class TimeAligner(Generic[H]):
         idle_ms: float,
         clock: Callable[[], float] = time.monotonic,
         max_held: int | None = None,
-        max_hold_s: float | None = None,
+        stall_s: float | None = None,
         slack_ms: int = 0,
     ) -> None:
         self._topics = tuple(topics)
         self._slack = slack_ms
         self._max_held = max_held
-        self._max_hold_s = max_hold_s
+        self._stall_s = math.inf if stall_s is None else stall_s
         self._arrivals: dict[tuple[str, int], deque[float]] = {}  # per held record, in order
         self.forced = 0  # records released over the bound before their turn
         self._idle_s = idle_ms / 1000.0
@@ -140,21 +144,8 @@ class TimeAligner(Generic[H]):
         over = self.held - self._max_held if self._max_held is not None else 0
         if over > 0:
             released += self._force(over)
-        if self._max_hold_s is not None:
-            released += self._force_older_than(now - self._max_hold_s)
         released.sort(key=lambda item: item[1])  # stable: offset order on ties
         return released
-
-    def _force_older_than(self, cutoff: float) -> list[tuple[InRecord, int, H]]:
-        """Every record that arrived before `cutoff` (wall clock), whatever the frontier."""
-        forced: list[tuple[InRecord, int, H]] = []
-        for tp, arrivals in self._arrivals.items():
-            queue = self._queues[tp]
-            while arrivals and arrivals[0] < cutoff:
-                arrivals.popleft()
-                forced.append(queue.popleft())
-        self.forced += len(forced)
-        return forced
 
     def _force(self, count: int) -> list[tuple[InRecord, int, H]]:
         """The `count` earliest held records, whatever the frontier (queues stay in order)."""
@@ -188,10 +179,10 @@ class TimeAligner(Generic[H]):
             tp = (topic, partition)
             busy_since = self._busy_s - self._busy_at_arrival.get(tp, self._busy_at_start)
             quiet_s = now - self._last_arrival.get(tp, self._started) - busy_since
-            if quiet_s >= self._idle_s and caught_up(
-                topic, partition, self._last_offset.get(tp, -1)
-            ):
+            last_offset = self._last_offset.get(tp, -1)
+            never = last_offset < 0 and quiet_s >= self._stall_s  # never delivered: stalled
+            if never or (quiet_s >= self._idle_s and caught_up(topic, partition, last_offset)):
                 self.idle_skips[topic] += 1
-                continue  # idle: it no longer holds the others back
+                continue  # idle (or stalled): it no longer holds the others back
             frontier = min(frontier, self._max_ts.get(tp, -math.inf))
         return frontier + self._slack

@@ -103,11 +103,11 @@ class Settings(BaseSettings):
     worker_max_poll_records: int | None = Field(
         None,
         ge=1,
-        description="records per consumer poll (Faust's broker_max_poll_records; None: "
-        "unbounded, Faust's default); batches stay bounded by batch_max_size",
+        description="records per consumer poll (Faust's broker_max_poll_records; default: "
+        "batch_max_size)",
     )
     align_max_held: int = Field(
-        20_000,
+        100_000,
         ge=1,
         description="records the aligner may hold; past it the earliest are released anyway",
     )
@@ -117,10 +117,11 @@ class Settings(BaseSettings):
         description="release records this far ahead of the slowest topic's event time "
         "(default: half of state_lateness_ms; 0: exact alignment)",
     )
-    align_max_hold_ms: int = Field(
-        5_000,
+    align_stall_ms: int = Field(
+        60_000,
         ge=1,
-        description="the longest the aligner holds a record; then it is released anyway",
+        description="an input partition that delivered nothing since assignment for this "
+        "long (consumer free time) stops holding the others back",
     )
     worker_group_id: str = Field("memberpulse-worker", description="Kafka consumer group")
     worker_offset_reset: Literal["earliest", "latest"] = Field(

@@ -155,20 +155,24 @@ def test_past_the_bound_the_earliest_records_are_released_anyway() -> None:
     assert aligner.release(_behind) == []  # at the bound: held, as usual
 
 
-def test_a_record_held_longer_than_the_bound_is_released_anyway() -> None:
+def test_a_partition_that_stopped_delivering_stops_holding_the_others_back() -> None:
     clock = _Clock()
-    aligner: TimeAligner[object] = TimeAligner(TOPICS, idle_ms=500, clock=clock, max_hold_s=5.0)
-    aligner.add([_item("clicks", 0, 100, "a")])
-    clock.now = 3.0
-    aligner.add([_item("clicks", 1, 200, "b")])
+    aligner: TimeAligner[object] = TimeAligner(TOPICS, idle_ms=100, clock=clock, stall_s=5.0)
+    aligner.add([_item("clicks", 0, 100, "a"), _item("browses", 0, 90, "b")])
     clock.now = 4.9
-    assert aligner.release(_behind) == []  # the others have not delivered: held
-    clock.now = 5.1
-    assert [h for _, _, h in aligner.release(_behind)] == ["a"]  # held 5.1 s > 5 s
-    assert aligner.forced == 1
-    clock.now = 8.1
+    assert aligner.release(_behind) == []  # purchases is behind (not caught up): it holds
+    aligner.note_busy(2.0)  # time spent processing is no silence
+    clock.now = 6.0
+    assert aligner.release(_behind) == []  # 4.0 s of free time so far
+    clock.now = 7.1
+    # purchases stalled: skipped; browses (90) still bounds the frontier
     assert [h for _, _, h in aligner.release(_behind)] == ["b"]
-    assert aligner.held == 0
+    assert aligner.idle_skips["purchases"] == 1
+    aligner.add([_item("purchases", 0, 400, "c"), _item("clicks", 1, 300, "d")])
+    aligner.add([_item("browses", 1, 500, "e")])
+    clock.now = 60.0  # long silent, but it delivered: behind means behind
+    # frontier min(300, 500, 400) = 300
+    assert [h for _, _, h in aligner.release(_behind)] == ["a", "d"]
 
 
 def test_records_within_the_slack_of_the_frontier_go_out_at_once() -> None:
