@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memberpulse.models.contract import Event
 from memberpulse.models.timeutil import parse_ts
+
+if TYPE_CHECKING:
+    from memberpulse.streams.settings import Settings
+    from memberpulse.streams.worker_process import WorkerProcess
 
 NOW_MS = parse_ts("2026-11-26T12:00:00Z")
 
@@ -69,3 +73,31 @@ def validate_record(record: dict[str, Any], kind: str | None = None) -> None:
     import jsonschema
 
     jsonschema.validate(record, output_schema(kind or str(record["kind"])))
+
+
+def produce_events(settings: Settings, events: list[Event], bad: int = 0) -> int:
+    """Events keyed by member to their input topics, plus `bad` malformed clicks; the count."""
+    from memberpulse.streams.events import encode_event
+    from memberpulse.streams.kafka import make_producer
+
+    producer = make_producer(settings)
+    for event in events:
+        producer.produce(
+            settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
+        )
+    for i in range(bad):
+        producer.produce(settings.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
+    assert producer.flush(30) == 0
+    return len(events) + bad
+
+
+def accounted(worker: WorkerProcess) -> float:
+    """Events a worker applied, skipped as duplicates or dead-lettered."""
+    m = worker.metrics()
+    names = (
+        "memberpulse_events_applied_total",
+        "memberpulse_duplicates_total",
+        "memberpulse_dlq_total",
+    )
+    total: float = sum(m.total(name) for name in names)
+    return total

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from memberpulse.models.contract import Event
-from memberpulse.streams.events import encode_event
-from memberpulse.streams.kafka import make_producer
 from memberpulse.streams.redis_client import make_redis
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
@@ -36,7 +33,7 @@ from tests.deploy.support import (
     parse_promql,
     quantity_bytes,
 )
-from tests.helpers import wait_until
+from tests.helpers import accounted, produce_events, wait_until
 
 _EXIT_DEADLINE_S = 60.0
 _FLOW_DEADLINE_S = 180.0
@@ -122,29 +119,6 @@ def _exported(text: str) -> dict[str, set[str]]:
     return out
 
 
-def _produce(settings: Settings, events: list[Event], bad: int) -> int:
-    producer = make_producer(settings)
-    for event in events:
-        producer.produce(
-            settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
-        )
-    for i in range(bad):
-        producer.produce(settings.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
-    assert producer.flush(30) == 0
-    return len(events) + bad
-
-
-def _accounted(worker: WorkerProcess) -> float:
-    m = worker.metrics()
-    names = (
-        "memberpulse_events_applied_total",
-        "memberpulse_duplicates_total",
-        "memberpulse_dlq_total",
-    )
-    total: float = sum(m.total(name) for name in names)
-    return total
-
-
 @pytest.fixture
 def worker(isolated: Settings, served_registry: Path, tmp_path: Path) -> Iterator[WorkerProcess]:
     """`memberpulse worker` (a child process) serving the session's model, its own group."""
@@ -183,9 +157,9 @@ def test_dashboard_and_alerts_read_only_what_a_real_worker_exports(
 
     wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
     events = list(Simulator(SimConfig(members=20, days=60, seed=31)).iter_events())
-    produced = _produce(isolated, events, bad=2)
+    produced = produce_events(isolated, events, bad=2)
     wait_until(
-        lambda: _accounted(worker) >= produced,
+        lambda: accounted(worker) >= produced,
         timeout=_FLOW_DEADLINE_S,
         interval=0.5,
         what="every event applied, skipped or dead-lettered",

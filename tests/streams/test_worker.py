@@ -20,7 +20,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from memberpulse.models.contract import Event
 from memberpulse.streams import keys
-from memberpulse.streams.events import encode_event
 from memberpulse.streams.kafka import (
     client_config,
     ensure_topics,
@@ -33,7 +32,13 @@ from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.state_types import decode_decision
 from memberpulse.streams.worker_process import WorkerProcess
-from tests.helpers import TOPIC_SETTINGS, validate_record, wait_until
+from tests.helpers import (
+    TOPIC_SETTINGS,
+    accounted,
+    produce_events,
+    validate_record,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,30 +73,8 @@ def _registry_copy(served_registry: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _produce(settings: Settings, events: list[Event], bad: int = 0) -> int:
-    producer = make_producer(settings)
-    for event in events:
-        producer.produce(
-            settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
-        )
-    for i in range(bad):
-        producer.produce(settings.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
-    assert producer.flush(30) == 0
-    return len(events) + bad
-
-
 def _events(members: int, seed: int) -> list[Event]:
     return list(Simulator(SimConfig(members=members, days=60, seed=seed)).iter_events())
-
-
-def _accounted(worker: WorkerProcess) -> float:
-    m = worker.metrics()
-    names = (
-        "memberpulse_events_applied_total",
-        "memberpulse_duplicates_total",
-        "memberpulse_dlq_total",
-    )
-    return sum(m.total(name) for name in names)
 
 
 def _outputs(settings: Settings) -> list[bytes]:
@@ -120,14 +103,14 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
     settings = _settings(isolated, registry)
     with _worker(settings, tmp_path / "worker.log") as worker:
         wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
-        produced = _produce(isolated, _events(members=30, seed=21), bad=3)
+        produced = produce_events(isolated, _events(members=30, seed=21), bad=3)
         wait_until(
-            lambda: _accounted(worker) >= produced,
+            lambda: accounted(worker) >= produced,
             timeout=_FLOW_DEADLINE_S,
             interval=0.5,
             what="every event applied, skipped or dead-lettered",
         )
-        assert _accounted(worker) == produced  # conservation
+        assert accounted(worker) == produced  # conservation
         wait_until(  # the lag gauge is refreshed by the worker's timer
             lambda: (
                 worker.metrics().total("memberpulse_consumer_lag") >= 0
@@ -174,7 +157,7 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
     doomed_settings = settings.model_copy(update={"failpoint_kill_after_record": 5})
     with _worker(doomed_settings, log) as doomed:
         wait_until(doomed.ready, timeout=60, interval=0.2, what="worker ready")
-        _produce(isolated, events)
+        produce_events(isolated, events)
         assert doomed.proc.wait(_FLOW_DEADLINE_S) == -signal.SIGKILL
     with _worker(settings, log) as restarted:
         group = settings.worker_group_id
@@ -295,13 +278,11 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
     half = len(events) // 2
     with _worker(settings, tmp_path / "worker.log") as worker:
         wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
-        _produce(isolated, events[:half])
-        wait_until(lambda: _accounted(worker) >= half, timeout=_FLOW_DEADLINE_S, interval=0.5)
+        produce_events(isolated, events[:half])
+        wait_until(lambda: accounted(worker) >= half, timeout=_FLOW_DEADLINE_S, interval=0.5)
         registry.promote(second, make_redis(isolated), isolated.redis_key_prefix)
-        _produce(isolated, events[half:])
-        wait_until(
-            lambda: _accounted(worker) >= len(events), timeout=_FLOW_DEADLINE_S, interval=0.5
-        )
+        produce_events(isolated, events[half:])
+        wait_until(lambda: accounted(worker) >= len(events), timeout=_FLOW_DEADLINE_S, interval=0.5)
         assert worker.metrics().total("memberpulse_model_swaps_total") == 2  # load, swap
         assert worker.stop(_EXIT_DEADLINE_S) == 0
     per_partition: dict[tuple[str, int], list[str]] = defaultdict(list)
@@ -354,7 +335,7 @@ def _run_workers(settings: Settings, events: list[Event], workers: int, log: Pat
     with ExitStack() as stack:
         running = [stack.enter_context(_worker(settings, log)) for _ in range(workers)]
         wait_until(lambda: all(w.ready() for w in running), timeout=90, interval=0.2)
-        _produce(settings, events)
+        produce_events(settings, events)
         wait_until(
             lambda: _committed_all(settings, settings.worker_group_id),
             timeout=_FLOW_DEADLINE_S,
