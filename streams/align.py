@@ -26,11 +26,13 @@ never idle, and a live quiet one costs the others at most `idle_ms` of latency.
 Alignment need not be exact: the state layer applies an event up to the lateness bound
 behind the member's latest one in its right place (and dead-letters it beyond). So a
 record goes out once it is at most `slack_ms` (default: half the lateness bound) ahead of
-the frontier. On a backlog, where topics drift days apart, that changes nothing; live, where
-they are seconds apart, nothing waits for a quiet purchases partition (measured: p50
-event-to-output 547 ms at 1k events/s with exact alignment).
+the frontier. That holds while S + D ≤ L (S the slack, D how far out of event-time order
+records within one topic partition arrive, L the lateness bound); beyond it events are
+dead-lettered as too late. On a backlog, where topics drift days apart, the slack changes
+little; live, where they are seconds apart, nothing waits for a quiet purchases partition.
 
-A partition that has delivered nothing since assignment for `stall_s` of the consumer's
+A partition that has delivered nothing since the aligner last held nothing (with eager
+rebalances, since assignment: a revoke drops everything) for `stall_s` of the consumer's
 free time (a minute by default) stops holding the others back even when it is not caught
 up: seen once in a benchmark, a purchases partition that Faust never fetched while 16k
 records of the others waited, for minutes. Shorter caps were measured wrong: at start-up
@@ -78,7 +80,6 @@ class TimeAligner(Generic[H]):
         self._slack = slack_ms
         self._max_held = max_held
         self._stall_s = math.inf if stall_s is None else stall_s
-        self._arrivals: dict[tuple[str, int], deque[float]] = {}  # per held record, in order
         self.forced = 0  # records released over the bound before their turn
         self._idle_s = idle_ms / 1000.0
         self._clock = clock
@@ -106,7 +107,6 @@ class TimeAligner(Generic[H]):
         for record, ts, handle in items:
             tp = (record.topic, record.partition)
             self._queues.setdefault(tp, deque()).append((record, ts, handle))
-            self._arrivals.setdefault(tp, deque()).append(now)
             if ts > self._max_ts.get(tp, -1):
                 self._max_ts[tp] = ts
             self._last_offset[tp] = record.offset
@@ -124,7 +124,8 @@ class TimeAligner(Generic[H]):
         self._busy_s += seconds
 
     def release(self, caught_up: CaughtUp) -> list[tuple[InRecord, int, H]]:
-        """Every record no topic can still undercut, in event-time order."""
+        """What may go now, in event-time order: records at most the slack ahead of every
+        topic's frontier, plus any forced out by the `max_held` bound."""
         released: list[tuple[InRecord, int, H]] = []
         now = self._clock()
         for partition in sorted({p for _t, p in self._queues}):
@@ -137,10 +138,8 @@ class TimeAligner(Generic[H]):
                 # first record past the frontier ends the scan (a later one that is not
                 # past it waits for the next release). Each call costs what it releases,
                 # not what is held (a full rescan took 0.2–0.4 s with 16k records held).
-                arrivals = self._arrivals[(topic, partition)]
                 while queue and (queue[0][1] <= frontier or queue[0][1] < 0):
                     released.append(queue.popleft())  # ts < 0: a dead letter, no event time
-                    arrivals.popleft()
         over = self.held - self._max_held if self._max_held is not None else 0
         if over > 0:
             released += self._force(over)
@@ -156,7 +155,6 @@ class TimeAligner(Generic[H]):
                 key=lambda tp: self._queues[tp][0][1],
             )
             forced.append(self._queues[tp].popleft())
-            self._arrivals[tp].popleft()
         self.forced += len(forced)
         return forced
 
@@ -165,7 +163,6 @@ class TimeAligner(Generic[H]):
         dropped = 0
         for tp in partitions:
             dropped += len(self._queues.pop(tp, ()))
-            self._arrivals.pop(tp, None)
             self._max_ts.pop(tp, None)
             self._last_offset.pop(tp, None)
             self._last_arrival.pop(tp, None)

@@ -93,6 +93,7 @@ class Worker:
             ),
         )
         self._stream: Any = None
+        self._lag_series: set[tuple[str, int]] = set()  # (topic, partition) reported here
         self._batch_lock = asyncio.Lock()
         self._stopping = False  # one release (or idle pass) at a time, in order
         self.app = self._build_app()
@@ -147,9 +148,6 @@ class Worker:
 
         async def revoked(_sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
             dropped = self.aligner.drop((tp.topic, tp.partition) for tp in revoked)
-            for tp in revoked:  # another worker reports these now: no stale series here
-                with contextlib.suppress(KeyError):  # KeyError: never reported here
-                    metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
             if dropped:
                 log.info("rebalance: %d held records of revoked partitions left unacked", dropped)
 
@@ -260,13 +258,21 @@ class Worker:
             return report
 
     def _update_lag(self, app: faust.App) -> None:
+        if app.rebalancing:  # the old assignment lingers until the rejoin completes
+            return
         consumer = app.consumer
+        held = set()
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             read = getattr(consumer, "_read_offset", {}).get(tp)  # no public read position
             if high is not None:
                 lag = high - (read + 1 if read is not None else 0)
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(lag, 0))
+                held.add((tp.topic, tp.partition))
+        for topic, partition in self._lag_series - held:  # moved to another worker
+            with contextlib.suppress(KeyError):  # KeyError: already gone
+                metrics.CONSUMER_LAG.remove(topic, str(partition))
+        self._lag_series = held
 
     def _close(self) -> None:
         self.executor.shutdown(wait=True)

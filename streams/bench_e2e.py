@@ -46,11 +46,6 @@ from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.worker_process import Metrics, WorkerProcess, settings_env
 
 STAGES: Final = ("decode", "state", "encode", "score", "decide", "record", "produce")
-_ACCOUNTED: Final = (
-    "memberpulse_events_applied_total",
-    "memberpulse_duplicates_total",
-    "memberpulse_dlq_total",
-)
 _POLL_S: Final = 0.2
 _READY_S: Final = 120.0
 _EVENTS_PER_MEMBER: Final = 40  # about what the simulator gives a member in 30 days
@@ -166,18 +161,28 @@ class Drain:
 
 def _accounted(workers: Sequence[WorkerProcess]) -> tuple[float, list[Metrics]]:
     snapshots = [w.metrics() for w in workers]
-    return sum(m.total(name) for m in snapshots for name in _ACCOUNTED), snapshots
+    return sum(m.accounted() for m in snapshots), snapshots
 
 
 def _start(settings: Settings, count: int, log: Path, **overrides: Any) -> list[WorkerProcess]:
-    workers = [WorkerProcess(settings, log, **overrides) for _ in range(count)]
-    deadline = time.monotonic() + _READY_S
-    while not all(w.ready() for w in workers):
-        if time.monotonic() > deadline or not all(w.alive() for w in workers):
-            for w in workers:
-                w.kill()
-            raise RuntimeError(f"the worker did not become ready; see {log}")
-        time.sleep(_POLL_S)  # polling the children's /ready
+    if count > settings.input_partitions:
+        raise ValueError(
+            f"{count} workers for {settings.input_partitions} input partitions: "
+            "the extra ones would never get a partition"
+        )
+    workers: list[WorkerProcess] = []
+    try:
+        # extend keeps the ones already started if a later start fails
+        workers.extend(WorkerProcess(settings, log, **overrides) for _ in range(count))
+        deadline = time.monotonic() + _READY_S
+        while not all(w.ready() for w in workers):
+            if time.monotonic() > deadline or not all(w.alive() for w in workers):
+                raise RuntimeError(f"the worker did not become ready; see {log}")
+            time.sleep(_POLL_S)  # polling the children's /ready
+    except BaseException:
+        for w in workers:
+            w.kill()
+        raise
     return workers
 
 
@@ -215,6 +220,7 @@ def drain(
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_start
         rss_end = sum(rss_mb(p) for p in pids)
         seconds = samples[-1][0] if samples else 0.0
+        counted = done - samples[0][1] if samples else 0.0  # after the first sample's time
         merged = Metrics()
         for snapshot in snapshots:
             for key, value in snapshot.items():
@@ -224,7 +230,7 @@ def drain(
     finally:
         for w in running:
             w.kill()
-    return Drain(done / seconds if seconds else 0.0, seconds, samples, merged, cpu,
+    return Drain(counted / seconds if seconds else 0.0, seconds, samples, merged, cpu,
                  rss_start, rss_end)  # fmt: skip
 
 
@@ -256,10 +262,12 @@ class _OutputClock(threading.Thread):
             "enable.auto.commit": False,
         }
         consumer = Consumer(config)
-        topics = self._settings.output_topics
-        partitions = consumer.list_topics(timeout=10).topics
-        consumer.assign([TopicPartition(t, p, 0) for t in topics for p in partitions[t].partitions])
         try:
+            topics = self._settings.output_topics
+            partitions = consumer.list_topics(timeout=10).topics
+            consumer.assign(
+                [TopicPartition(t, p, 0) for t in topics for p in partitions[t].partitions]
+            )
             while not self._stop_flag.is_set():
                 for message in consumer.consume(500, timeout=0.1):
                     received = time.time()
@@ -463,7 +471,9 @@ def bench_e2e(
             "mean_batch_size": _mean_batch(fixed.worker_metrics),
         },
         "redis_round_trips_per_batch": (
-            full.metrics.total("memberpulse_redis_round_trips_total") / batches if batches else None
+            full.metrics.total("memberpulse_redis_round_trips_total", **{"pass": "batch"}) / batches
+            if batches
+            else None
         ),
         "batches": batches,
         "mean_batch_size": len(stream) / batches if batches else None,

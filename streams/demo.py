@@ -380,12 +380,7 @@ def _watch(out: Reporter, dashboard: _Dashboard, running: Any) -> None:
 
 
 def _accounted(dashboard: _Dashboard) -> float:
-    m = dashboard.metrics
-    return (
-        m.total("memberpulse_events_applied_total")
-        + m.total("memberpulse_duplicates_total")
-        + m.total("memberpulse_dlq_total")
-    )
+    return dashboard.metrics.accounted()
 
 
 def _summary(

@@ -41,7 +41,11 @@ IDLE_CHECKS = Counter("memberpulse_idle_checks_total", "Members scored by an idl
 COUPONS_REFUSED = Counter(
     "memberpulse_coupons_refused_total", "Coupons dropped: the budget was gone at reservation"
 )
-REDIS_ROUND_TRIPS = Counter("memberpulse_redis_round_trips_total", "Redis round trips")
+REDIS_ROUND_TRIPS = Counter(
+    "memberpulse_redis_round_trips_total",
+    "Redis round trips, by pass: micro-batches or idle-check passes without input",
+    ["pass"],
+)
 BATCHES = Counter("memberpulse_batches_total", "Micro-batches processed")
 CONSUMER_LAG = Gauge(
     "memberpulse_consumer_lag", "Records behind the high watermark", ["topic", "partition"]

@@ -448,8 +448,12 @@ class BatchProcessor:
         )
 
     def _count(self, report: BatchReport, events: Sequence[SourcedEvent]) -> None:
-        metrics.BATCHES.inc()
-        metrics.BATCH_SIZE.observe(report.records)
+        if report.records:  # an idle-check pass without input is no micro-batch
+            metrics.BATCHES.inc()
+            metrics.BATCH_SIZE.observe(report.records)
+            metrics.REDIS_ROUND_TRIPS.labels("batch").inc(report.round_trips)
+        else:
+            metrics.REDIS_ROUND_TRIPS.labels("idle_pass").inc(report.round_trips)
         for event_type, n in Counter(item.event.type for item in events).items():
             metrics.EVENTS.labels(event_type).inc(n)
         for reason, n in report.dead_letters.items():
@@ -460,7 +464,6 @@ class BatchProcessor:
         metrics.IDLE_CHECKS.inc(report.idle_checked)
         metrics.RESENT.inc(report.resent)
         metrics.COUPONS_REFUSED.inc(report.coupons_refused)
-        metrics.REDIS_ROUND_TRIPS.inc(report.round_trips)
         for kind, n in report.outputs.items():
             metrics.OUTPUTS.labels(kind).inc(n)
         for partition, ts in self.event_time.items():

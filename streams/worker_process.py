@@ -50,6 +50,15 @@ class Metrics(dict[tuple[str, tuple[tuple[str, str], ...]], float]):
         wanted = set(labels.items())
         return sum(v for (n, ls), v in self.items() if n == name and wanted <= set(ls))
 
+    def accounted(self) -> float:
+        """Input events applied, skipped as duplicates or dead-lettered (conservation)."""
+        names = (
+            "memberpulse_events_applied_total",
+            "memberpulse_duplicates_total",
+            "memberpulse_dlq_total",
+        )
+        return sum(self.total(name) for name in names)
+
     def by_label(self, name: str, label: str) -> dict[str, float]:
         """A metric summed per value of one label."""
         out: dict[str, float] = defaultdict(float)

@@ -93,11 +93,4 @@ def produce_events(settings: Settings, events: list[Event], bad: int = 0) -> int
 
 def accounted(worker: WorkerProcess) -> float:
     """Events a worker applied, skipped as duplicates or dead-lettered."""
-    m = worker.metrics()
-    names = (
-        "memberpulse_events_applied_total",
-        "memberpulse_duplicates_total",
-        "memberpulse_dlq_total",
-    )
-    total: float = sum(m.total(name) for name in names)
-    return total
+    return worker.metrics().accounted()
