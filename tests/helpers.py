@@ -77,14 +77,11 @@ def validate_record(record: dict[str, Any], kind: str | None = None) -> None:
 
 def produce_events(settings: Settings, events: list[Event], bad: int = 0) -> int:
     """Events keyed by member to their input topics, plus `bad` malformed clicks; the count."""
-    from memberpulse.streams.events import encode_event
+    from memberpulse.streams.bench_e2e import preload
     from memberpulse.streams.kafka import make_producer
 
+    preload(settings, events)  # the benchmark's loader: keyed, flushed, confirmed
     producer = make_producer(settings)
-    for event in events:
-        producer.produce(
-            settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
-        )
     for i in range(bad):
         producer.produce(settings.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
     assert producer.flush(30) == 0
