@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from memberpulse.models.contract import EVENT_TYPES
-from memberpulse.models.snapshot import WINDOWS, MemberSnapshot
+from memberpulse.models.snapshot import WEEKS, WINDOWS, MemberSnapshot
 from memberpulse.models.timeutil import MS_PER_DAY
 
 PAD: Final = 0
@@ -40,16 +40,42 @@ TIME_BUCKETS: Final = 28  # 0 = PAD, then 1 + floor(log2(1 + seconds)), capped (
 MS_PER_S: Final = 1_000
 MISSING_DAYS: Final = 400.0  # stands in for "never" in day-valued features (plus a flag)
 CENTS_PER_UNIT: Final = 100
-MONTHS_IN_FEATURES: Final = 13
 HASH_NAME: Final = "crc32"  # stable across processes and machines, unlike hash()
 
+# Session content, read from the snapshot's whole recent sequence (not only the L events
+# the network sees): sessions split where events are more than SESSION_GAP_MS apart (the
+# state's default), the latest RECENT_SESSIONS sessions against the earlier ones, and
+# category novelty of the latest RECENT_EVENTS events against the earlier ones.
+SESSION_GAP_MS: Final = 1_800_000
+RECENT_SESSIONS: Final = 3
+RECENT_EVENTS: Final = 16
+SESSION_PARTS: Final = ("recent", "earlier")
+SESSION_STATS: Final = (
+    "clicks_per_session",
+    "browses_per_session",
+    "sessions_without_purchase",
+    "log_price_clicked",
+    "log_price_bought",
+)
+CONTENT: Final[tuple[str, ...]] = (
+    *(f"{part}_{stat}" for part in SESSION_PARTS for stat in SESSION_STATS),
+    "earlier_sessions",
+    "novel_category_share",
+    "events_since_purchase",
+    "sessions_since_purchase",
+    "no_purchase_in_sequence",
+    "sequence_span_days",
+    "sequence_sessions",
+)
+
 # The aggregate vector, in order. Counts are log1p; times are log1p(days); money log1p(units).
+# Calendar-month buckets are not in it: where `now` falls in its month changes what they
+# cover, so they shift between training cutoffs and serving (rolling weeks do not).
 AGGREGATES: Final[tuple[str, ...]] = (
     *(f"count_{w}_{t}" for w in WINDOWS for t in EVENT_TYPES),
     *(f"recency_days_{t}" for t in EVENT_TYPES),
     *(f"never_{t}" for t in EVENT_TYPES),
-    *(f"month_purchases_{m}" for m in range(MONTHS_IN_FEATURES)),
-    *(f"month_spend_{m}" for m in range(MONTHS_IN_FEATURES)),
+    *(f"week{w}_{t}" for w in range(WEEKS) for t in (*EVENT_TYPES, "active_days")),
     "total_purchases",
     "total_spend",
     "trailing_12m_spend",
@@ -60,13 +86,15 @@ AGGREGATES: Final[tuple[str, ...]] = (
         for kind in ("sessions", "orders")
         for stat in ("n", "mean_gap_days", "last_gap_days", "days_since_last", "missing")
     ),
+    "orders_overdue",
     "recent_purchases",
     "sequence_fill",
+    *CONTENT,
 )
 
 #: What `encode` computes, declared. Change it whenever the encoding's meaning changes.
 SCHEMA: Final[dict[str, Any]] = {
-    "version": 1,
+    "version": 2,
     "layout": "right-aligned sequences, latest event at position L-1, PAD first",
     "columns": {
         "items": ["int32", ["B", "L"], "0 PAD, 1 UNK, 2..2+H-1 crc32 hash buckets, then vocab"],
@@ -79,6 +107,14 @@ SCHEMA: Final[dict[str, Any]] = {
         "aggregates": ["float32", ["B", "A"], "(raw - mean) / std, raw as named"],
     },
     "aggregates": list(AGGREGATES),
+    "weeks": "week0 = the 7 days ending with now's day; counts log1p",
+    "content": {
+        "session_gap_ms": SESSION_GAP_MS,
+        "recent_sessions": RECENT_SESSIONS,
+        "recent_events": RECENT_EVENTS,
+        "log_price": "mean log1p(unit price) of priced events, 0 if none",
+        "orders_overdue": "log1p(days since last order start / mean order gap), 0 if none",
+    },
     "time_buckets": TIME_BUCKETS,
     "missing_days": MISSING_DAYS,
     "hash": HASH_NAME,
@@ -299,8 +335,10 @@ def _sequences(
 def raw_aggregates(snapshots: Sequence[MemberSnapshot], now: int) -> NDArray[np.float64]:
     """The un-normalised aggregate vector of each member, columns as in `AGGREGATES`."""
     out = np.empty((len(snapshots), len(AGGREGATES)), dtype=np.float64)
+    per_member = len(AGGREGATES) - len(CONTENT)
     for row, snap in enumerate(snapshots):
-        out[row] = _aggregate_row(snap, now)
+        out[row, :per_member] = _aggregate_row(snap, now)
+    out[:, per_member:] = session_content(snapshots)
     return out
 
 
@@ -313,8 +351,11 @@ def _aggregate_row(snap: MemberSnapshot, now: int) -> list[float]:
     row = [log1p(c) for window in WINDOWS for c in snap.counts[window]]
     row += [log1p(_days(None if t is None else now - t)) for t in snap.last_ts]
     row += [1.0 if t is None else 0.0 for t in snap.last_ts]
-    row += [log1p(n) for n in snap.month_purchases[-MONTHS_IN_FEATURES:]]
-    row += [log1p(c / CENTS_PER_UNIT) for c in snap.month_spend_cents[-MONTHS_IN_FEATURES:]]
+    for counts, days in zip(
+        reversed(snap.week_counts), reversed(snap.week_active_days), strict=True
+    ):
+        row += [log1p(c) for c in counts]
+        row.append(log1p(days))
     row += [
         log1p(snap.total_purchases),
         log1p(snap.total_spend_cents / CENTS_PER_UNIT),
@@ -331,5 +372,113 @@ def _aggregate_row(snap: MemberSnapshot, now: int) -> list[float]:
             log1p(_days(since)),
             1.0 if stats.mean_gap_ms is None else 0.0,
         ]
-    row += [log1p(len(snap.recent_purchases)), float(len(snap.events))]
+    orders = snap.orders
+    overdue = 0.0
+    if orders.mean_gap_ms and orders.last_start is not None:
+        overdue = log1p(max(now - orders.last_start, 0) / orders.mean_gap_ms)
+    row += [overdue, log1p(len(snap.recent_purchases)), float(len(snap.events))]
     return row
+
+
+def session_content(snapshots: Sequence[MemberSnapshot]) -> NDArray[np.float64]:
+    """The `CONTENT` columns of each member, vectorised over the batch's events."""
+    n = len(snapshots)
+    lengths = np.array([len(s.events) for s in snapshots], dtype=np.int64)
+    ts_list: list[int] = []
+    type_list: list[str] = []
+    price_list: list[float | None] = []
+    category_list: list[str | None] = []
+    for snap in snapshots:
+        seq = snap.events
+        ts_list += seq.ts
+        type_list += seq.types
+        price_list += seq.prices
+        category_list += seq.categories
+    out = np.zeros((n, len(CONTENT)), dtype=np.float64)
+    total = len(ts_list)
+    if not total:
+        return out
+    rows = np.repeat(np.arange(n), lengths)
+    ends = np.cumsum(lengths)
+    begins = ends - lengths
+    position = np.arange(total) - begins[rows]  # index within the member's sequence
+    ts = np.asarray(ts_list, dtype=np.int64)
+    codes = {name: i for i, name in enumerate(EVENT_TYPES)}
+    kind = np.fromiter(map(codes.__getitem__, type_list), dtype=np.int64, count=total)
+    price = np.array(price_list, dtype=np.float64)  # None becomes NaN
+    log_price = np.log1p(np.maximum(price, 0.0))
+
+    # Sessions: a new one at each member's first event and after every long gap.
+    starts = position == 0
+    starts[1:] |= np.diff(ts) > SESSION_GAP_MS
+    session = np.cumsum(starts) - 1  # batch-global session number
+    n_sessions = np.bincount(rows, weights=starts, minlength=n)
+    first_session = session[begins[lengths > 0]]
+    session_first = np.zeros(n, dtype=np.int64)
+    session_first[lengths > 0] = first_session
+    in_member = session - session_first[rows]  # session number within the member
+    recent = in_member >= (n_sessions[rows] - RECENT_SESSIONS)
+    bought = kind == codes["purchase"]
+    session_bought = np.bincount(session, weights=bought) > 0
+    session_rows = rows[starts]
+
+    columns: list[NDArray[np.float64]] = []
+    for part in (recent, ~recent):
+        sessions = np.bincount(rows, weights=starts & part, minlength=n)
+        per = np.maximum(sessions, 1.0)
+        part_starts = part[starts]
+        without = np.bincount(session_rows, weights=part_starts & ~session_bought, minlength=n)
+        columns += [
+            np.bincount(rows, weights=part & (kind == codes["click"]), minlength=n) / per,
+            np.bincount(rows, weights=part & (kind == codes["browse"]), minlength=n) / per,
+            without / per,
+            _mean_by_row(rows, log_price, part & (kind == codes["click"]), n),
+            _mean_by_row(rows, log_price, part & bought, n),
+        ]
+    columns.append(np.log1p(np.bincount(rows, weights=starts & ~recent, minlength=n)))
+
+    # Category novelty: an event among the latest RECENT_EVENTS whose category no earlier
+    # event of the member has (its first occurrence is inside the recent block).
+    category_codes = {c: i for i, c in enumerate(dict.fromkeys(category_list))}
+    category = np.fromiter(
+        map(category_codes.__getitem__, category_list), dtype=np.int64, count=total
+    )
+    _, first_index, inverse = np.unique(
+        rows * len(category_codes) + category, return_index=True, return_inverse=True
+    )
+    recent_start = np.maximum(lengths - RECENT_EVENTS, 0)
+    in_block = position >= recent_start[rows]
+    novel = in_block & (position[first_index[inverse]] >= recent_start[rows])
+    has_earlier = recent_start > 0
+    block = np.maximum(np.bincount(rows, weights=in_block, minlength=n), 1.0)
+    columns.append(
+        np.where(has_earlier, np.bincount(rows, weights=novel, minlength=n) / block, 0.0)
+    )
+
+    # Since the latest purchase in the sequence (the whole sequence when there is none).
+    last_purchase = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_purchase, rows[bought], position[bought])
+    last_purchase_session = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(last_purchase_session, rows[bought], in_member[bought])
+    none = last_purchase < 0
+    columns += [
+        np.log1p(np.where(none, lengths, lengths - 1 - last_purchase)),
+        np.log1p(np.where(none, n_sessions, n_sessions - 1 - last_purchase_session)),
+        none.astype(np.float64),
+    ]
+    span = np.zeros(n, dtype=np.float64)
+    present = lengths > 0
+    span[present] = (ts[ends[present] - 1] - ts[begins[present]]) / MS_PER_DAY
+    columns += [np.log1p(span), np.log1p(n_sessions)]
+    out[:] = np.column_stack(columns)
+    return out
+
+
+def _mean_by_row(
+    rows: NDArray[np.int64], values: NDArray[np.float64], where: NDArray[np.bool_], n: int
+) -> NDArray[np.float64]:
+    """Mean of the non-NaN `values` selected by `where`, per row (0 where none)."""
+    use = where & ~np.isnan(values)
+    count = np.bincount(rows, weights=use, minlength=n)
+    total = np.bincount(rows, weights=np.where(use, values, 0.0), minlength=n)
+    return np.where(count > 0, total / np.maximum(count, 1.0), 0.0)

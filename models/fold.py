@@ -14,6 +14,7 @@ from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
 from memberpulse.models.snapshot import (
     MAX_DAY_COUNT,
     MONTHS_KEPT,
+    WEEKS,
     WINDOWS,
     EventSequence,
     GapStats,
@@ -25,6 +26,7 @@ from memberpulse.models.snapshot import (
     month_of,
     spend_cents,
     to_cents,
+    week_back,
 )
 
 
@@ -60,11 +62,14 @@ def fold(events: Sequence[Event], now: int, spec: StateSpec) -> MemberSnapshot:
         raise ValueError(f"fold takes one member's events, got {len(members)} members")
     ordered = sorted(events, key=lambda e: (e.ts, id_hash(e.event_id)))
     purchases = [e for e in ordered if e.type == PURCHASE]
+    week_counts, week_active_days = _weeks(ordered, now)
     return MemberSnapshot(
         member_id=ordered[0].member_id,
         now=now,
         events=_sequence(ordered[-spec.sequence_length :]),
         counts=_window_counts(ordered, now),
+        week_counts=week_counts,
+        week_active_days=week_active_days,
         last_ts=tuple(
             max((e.ts for e in ordered if e.type == name), default=None) for name in EVENT_TYPES
         ),
@@ -105,6 +110,21 @@ def _window_counts(events: Sequence[Event], now: int) -> dict[str, tuple[int, ..
             for name_type in EVENT_TYPES
         )
     return counts
+
+
+def _weeks(
+    events: Sequence[Event], now: int
+) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    today = day_of(now)
+    counts = [[0] * len(EVENT_TYPES) for _ in range(WEEKS)]
+    days: list[set[int]] = [set() for _ in range(WEEKS)]
+    per_day = Counter((day_of(e.ts), e.type) for e in events)
+    for (day, kind), count in per_day.items():
+        back = week_back(day, today)
+        if 0 <= back < WEEKS:
+            counts[back][EVENT_TYPES.index(kind)] += min(count, MAX_DAY_COUNT)
+            days[back].add(day)
+    return tuple(tuple(c) for c in reversed(counts)), tuple(len(d) for d in reversed(days))
 
 
 def _months(purchases: Sequence[Event], now: int, value: Callable[[Event], int]) -> tuple[int, ...]:

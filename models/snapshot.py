@@ -6,7 +6,8 @@ snapshot read from Redis equals `fold` (models/fold.py) of the same events at th
 
 Conventions shared by the fold and the Redis scripts:
 - windows are whole UTC days: "over 7 days" is the day of `now` and the 6 days before;
-  "previous 30 days" is days 30–59 before `now`'s day;
+  "previous 30 days" is days 30–59 before `now`'s day; week w (0 = latest) is days
+  7w … 7w + 6 before `now`'s day;
 - months are UTC calendar months; `month_*` hold the 13 months ending with `now`'s month;
 - money is integer cents (`round(unit price × 100)`, times quantity for spend), so sums
   are exact in any order and on any machine;
@@ -34,8 +35,11 @@ WINDOWS: Final[dict[str, tuple[int, int]]] = {
     "30d": (0, 29),
     "prev30d": (30, 59),
 }
+#: Whole weeks of per-type counts (week 0 = `now`'s day and the 6 days before), for trends.
+WEEKS: Final = 8
+DAYS_PER_WEEK: Final = 7
 #: Oldest day offset any window reads: day buckets older than this are dropped.
-DAYS_KEPT: Final = max(end for _, end in WINDOWS.values()) + 1
+DAYS_KEPT: Final = max(max(end for _, end in WINDOWS.values()), WEEKS * DAYS_PER_WEEK - 1) + 1
 MONTHS_KEPT: Final = 13
 #: Events of one type one member can count on one day; beyond, the count saturates (the
 #: state stores day counts in 16 bits: a member beyond this is a bot, not a customer).
@@ -90,6 +94,8 @@ class MemberSnapshot:
     now: int
     events: EventSequence
     counts: dict[str, tuple[int, ...]]  # window name → count per EVENT_TYPES
+    week_counts: tuple[tuple[int, ...], ...]  # WEEKS weeks, oldest first: count per type
+    week_active_days: tuple[int, ...]  # WEEKS weeks, oldest first: days with an event
     last_ts: tuple[int | None, ...]  # per EVENT_TYPES: time of the latest such event
     month_purchases: tuple[int, ...]  # 13 months, oldest first, last = month of `now`
     month_spend_cents: tuple[int, ...]
@@ -137,6 +143,11 @@ class DecisionState:
 def day_of(ts_ms: int) -> int:
     """UTC day number of a timestamp."""
     return ts_ms // MS_PER_DAY
+
+
+def week_back(day: int, today: int) -> int:
+    """Whole weeks between a day and `today` (0: today and the 6 days before)."""
+    return (today - day) // DAYS_PER_WEEK
 
 
 def month_of(ts_ms: int) -> int:

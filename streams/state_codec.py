@@ -32,6 +32,7 @@ import msgpack
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.snapshot import (
     MONTHS_KEPT,
+    WEEKS,
     WINDOWS,
     EventSequence,
     GapStats,
@@ -39,6 +40,7 @@ from memberpulse.models.snapshot import (
     StateSpec,
     day_of,
     month_of,
+    week_back,
 )
 from memberpulse.streams.errors import StateUnavailable
 
@@ -77,11 +79,14 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     )[: spec.max_recent_purchases]
     month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(state[8])]
     this_month = month_of(now)
+    counts, week_counts, week_active_days = _day_windows(state[7], today)
     return MemberSnapshot(
         member_id=state[1],
         now=now,
         events=_sequence(state[4], state[5], state[6]),
-        counts=_window_counts(state[7], today),
+        counts=counts,
+        week_counts=week_counts,
+        week_active_days=week_active_days,
         last_ts=tuple(ts or None for ts in state[9]),
         month_purchases=_months(month_rows, this_month, 1),
         month_spend_cents=_months(month_rows, this_month, 2),
@@ -125,7 +130,10 @@ def _day_records(count: int) -> struct.Struct:
     return struct.Struct(">" + "H" * (_NTYPES + 1) * count)
 
 
-def _window_counts(days: bytes, today: int) -> dict[str, tuple[int, ...]]:
+def _day_windows(
+    days: bytes, today: int
+) -> tuple[dict[str, tuple[int, ...]], tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Counts per window, per week (oldest first) and active days per week."""
     flat = _day_records(len(days) // _DAY_SIZE).unpack(days)
     stride = _NTYPES + 1
     day_column = flat[0::stride]  # ascending: each window is one contiguous run of rows
@@ -136,7 +144,17 @@ def _window_counts(days: bytes, today: int) -> dict[str, tuple[int, ...]]:
         low = bisect_left(day_column, today - far)
         high = bisect_right(day_column, today - near)
         counts[name] = tuple([prefix[high] - prefix[low] for prefix in prefixes])
-    return counts
+    weeks = [[0] * _NTYPES for _ in range(WEEKS)]
+    active = [0] * WEEKS
+    for row, day in enumerate(day_column):
+        back = week_back(day, today)
+        if 0 <= back < WEEKS:
+            week = weeks[back]
+            values = flat[row * stride + 1 : (row + 1) * stride]
+            for index in range(_NTYPES):
+                week[index] += values[index]
+            active[back] += any(values)
+    return counts, tuple(map(tuple, reversed(weeks))), tuple(reversed(active))
 
 
 def _months(rows: list[tuple[int, int, int]], this_month: int, column: int) -> tuple[int, ...]:

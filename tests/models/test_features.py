@@ -31,7 +31,7 @@ from tests.helpers import NOW_MS, make_event
 L = 8
 STATE = StateSpec(sequence_length=L)
 #: Pinned: a change here means the encoding changed; bump SCHEMA["version"] and retrain.
-PINNED_SCHEMA_HASH = "abd525568c80ef96"
+PINNED_SCHEMA_HASH = "30c7bee97527c87a"
 
 
 def make_spec(**overrides: object) -> FeatureSpec:
@@ -172,3 +172,131 @@ def test_batch_encoding_equals_row_by_row_and_is_deterministic(
         alone = encode([snap], NOW_MS, spec)
         for column, single in zip(batch, alone, strict=True):
             assert np.array_equal(column[row], single[0])
+
+
+# --- weeks and session content ------------------------------------------------------------
+
+LONG = StateSpec(sequence_length=64)
+
+
+def content_of(snap: MemberSnapshot) -> dict[str, float]:
+    row = features.session_content([snap])[0]
+    return dict(zip(features.CONTENT, row.tolist(), strict=True))
+
+
+def test_weeks_are_whole_days_back_from_now_oldest_first() -> None:
+    today_start = NOW_MS - NOW_MS % MS_PER_DAY
+    backs = {0: 2, 6: 1, 7: 1, 55: 1, 56: 1}  # days back → events that day
+    events = [
+        make_event(event_id=f"e{d}-{k}", ts=today_start - d * MS_PER_DAY + 1_000 * k, type="click")
+        for d, n in backs.items()
+        for k in range(n)
+    ]
+    snap = fold(events, NOW_MS, LONG)
+    clicks = [week[EVENT_TYPES.index("click")] for week in snap.week_counts]
+    assert len(snap.week_counts) == features.WEEKS == 8
+    assert clicks == [1, 0, 0, 0, 0, 0, 1, 3]  # day 56 is outside; days 0 and 6 are week 0
+    assert snap.week_active_days == (1, 0, 0, 0, 0, 0, 1, 2)
+    raw = dict(zip(AGGREGATES, features.raw_aggregates([snap], NOW_MS)[0].tolist(), strict=True))
+    assert raw["week0_click"] == pytest.approx(np.log1p(3))
+    assert raw["week7_click"] == pytest.approx(np.log1p(1))
+    assert raw["week0_active_days"] == pytest.approx(np.log1p(2))
+
+
+def test_session_content_compares_the_latest_sessions_with_the_earlier_ones() -> None:
+    hour = 3_600_000
+    start = NOW_MS - 10 * hour
+    plan = [  # (session, type, price, category)
+        (0, "click", 10.0, "C1"),
+        (0, "browse", None, "C1"),
+        (0, "purchase", 10.0, "C1"),
+        (1, "click", 3.0, "C2"),
+        (1, "browse", None, "C2"),
+        (1, "browse", None, "C2"),
+        (2, "browse", None, "C1"),
+        (3, "click", 1.0, "C3"),
+    ]
+    events = [
+        make_event(
+            event_id=f"e{i}",
+            ts=start + session * 2 * hour + i * 60_000,
+            type=kind,
+            price=price,
+            category=category,
+        )
+        for i, (session, kind, price, category) in enumerate(plan)
+    ]
+    got = content_of(fold(events, NOW_MS, LONG))
+    assert features.RECENT_SESSIONS == 3  # sessions 1-3 are recent, session 0 earlier
+    expected = {
+        "recent_clicks_per_session": 2 / 3,
+        "recent_browses_per_session": 3 / 3,
+        "recent_sessions_without_purchase": 1.0,
+        "recent_log_price_clicked": (np.log1p(3.0) + np.log1p(1.0)) / 2,
+        "recent_log_price_bought": 0.0,
+        "earlier_clicks_per_session": 1.0,
+        "earlier_browses_per_session": 1.0,
+        "earlier_sessions_without_purchase": 0.0,
+        "earlier_log_price_clicked": np.log1p(10.0),
+        "earlier_log_price_bought": np.log1p(10.0),
+        "earlier_sessions": np.log1p(1),
+        "novel_category_share": 0.0,  # 8 events: no earlier block to compare with
+        "events_since_purchase": np.log1p(5),
+        "sessions_since_purchase": np.log1p(3),
+        "no_purchase_in_sequence": 0.0,
+        "sequence_span_days": np.log1p((events[-1].ts - events[0].ts) / MS_PER_DAY),
+        "sequence_sessions": np.log1p(4),
+    }
+    assert got == pytest.approx(expected)
+
+
+def test_category_novelty_and_a_sequence_without_purchases() -> None:
+    n = features.RECENT_EVENTS + 4
+    categories = ["C1"] * 4 + ["C1", "C2"] * (features.RECENT_EVENTS // 2)
+    events = [
+        make_event(event_id=f"e{i}", ts=NOW_MS - (n - i) * 60_000, type="browse", category=c)
+        for i, c in enumerate(categories)
+    ]
+    got = content_of(fold(events, NOW_MS, LONG))
+    assert got["novel_category_share"] == pytest.approx(0.5)  # the C2 half is new
+    assert got["no_purchase_in_sequence"] == 1.0
+    assert got["events_since_purchase"] == pytest.approx(np.log1p(n))
+    assert got["sequence_sessions"] == pytest.approx(np.log1p(1))
+    assert got["earlier_sessions"] == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.integers(0, 20 * MS_PER_DAY),
+                st.sampled_from(EVENT_TYPES),
+                st.sampled_from([None, "C1", "C2", "C3"]),
+                st.one_of(st.none(), st.floats(0.0, 500, allow_nan=False)),
+            ),
+            min_size=1,
+            max_size=40,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_session_content_of_a_batch_equals_member_by_member(
+    members: list[list[tuple[int, str, str | None, float | None]]],
+) -> None:
+    snaps = [
+        fold(
+            [
+                Event(f"{m}-{i}", f"M{m}", kind, "I1", NOW_MS - back, category, price)
+                for i, (back, kind, category, price) in enumerate(rows)
+            ],
+            NOW_MS,
+            LONG,
+        )
+        for m, rows in enumerate(members)
+    ]
+    batch = features.session_content(snaps)
+    assert np.isfinite(batch).all()
+    for row, snap in enumerate(snaps):
+        assert np.array_equal(batch[row], features.session_content([snap])[0])
