@@ -26,7 +26,9 @@ TENSORRT: Final = "TensorrtExecutionProvider"
 CUDA: Final = "CUDAExecutionProvider"
 CPU: Final = "CPUExecutionProvider"
 _LIBRARIES: Final = {TENSORRT: "tensorrt", CUDA: "cuda"}
-DEFAULT_BUCKETS: Final = (16, 64, 256, 1024)
+# Powers of two: padding wastes under half a batch. With every fourth size only, 81 members
+# ran as 256 (28.5 ms against 11.7 ms at 128; 2 threads, this repository's CI machine).
+DEFAULT_BUCKETS: Final = (16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_EXCLUDED: Final = 32  # exclusion slots per member (recently bought items)
 NO_ITEM: Final = -1
 CPU_DISABLED_FUSIONS: Final = ("SkipLayerNormFusion",)  # see disabled_fusions

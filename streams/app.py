@@ -1,6 +1,7 @@
 """The Faust app: one agent over the three input topics, micro-batches into the batch path.
 
-The agent takes micro-batches (`noack_take(max_batch, within=max_wait)`), hands them to
+The agent takes micro-batches (`noack_take(n, within=max_wait)`; by default each stream
+item is one partition's share of a fetch, streams/delivery.py), hands them to
 the time aligner (streams/align.py: records wait until the other co-partitioned topics
 have caught up in time, so a topic read ahead does not make the others "too late"), and
 runs what it releases through `BatchProcessor.process` on one worker thread (inference,
@@ -39,6 +40,7 @@ from memberpulse.streams import metrics
 from memberpulse.streams.align import TimeAligner
 from memberpulse.streams.coupons import load_rules
 from memberpulse.streams.decisions import Policy
+from memberpulse.streams.delivery import BATCH_CODEC, batch_of, use_batch_delivery
 from memberpulse.streams.errors import ConfigError, StateUnavailable
 from memberpulse.streams.kafka import group_timing_ms, partition_counts
 from memberpulse.streams.logs import logging_config
@@ -60,7 +62,7 @@ class Worker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        check_input_partitions(settings)
+        self.input_partitions = sum(check_input_partitions(settings).values())
         store = RedisState(settings)
         registry = Registry(settings.registry_root)
         self.models = ModelHolder(
@@ -113,20 +115,31 @@ class Worker:
             stream_wait_empty=False,
             **faust_options(s),
         )
-        inputs = app.topic(*s.input_topics, value_serializer="raw", key_serializer="raw")
+        batches = s.worker_delivery == "batch"
+        if batches:
+            use_batch_delivery(app)  # before the first topic: topics reach the transport
+        inputs = app.topic(
+            *s.input_topics,
+            value_serializer=BATCH_CODEC if batches else "raw",
+            key_serializer="raw",
+        )
         within = s.batch_max_wait_ms / _MS
+        # With batch delivery a stream item is one partition's share of a fetch (at most
+        # the poll size): take about one fetch over all input partitions at a time.
+        take = self.input_partitions if batches else s.batch_max_size
 
         @app.agent(inputs, name="memberpulse-score")
         async def score(stream: Any) -> None:
             self._stream = stream
-            # noack_take: events are acknowledged one by one once processed, so records
-            # held by the aligner keep the committed offsets behind them.
-            async for events in stream.noack_take(s.batch_max_size, within=within):
+            # noack_take: items are acknowledged once their records are processed, so
+            # records held by the aligner keep the committed offsets behind them.
+            async for events in stream.noack_take(take, within=within):
                 if self.first_event_at is None:
                     self.first_event_at = time.monotonic()
-                decoded = self.processor.decode([_record(e) for e in events])
+                records, owners = _unpack(events) if batches else _one_each(events)
+                decoded = self.processor.decode(records)
                 self.aligner.add(
-                    (d.record, d.ts, (d, e)) for d, e in zip(decoded, events, strict=True)
+                    (d.record, d.ts, (d, owner)) for d, owner in zip(decoded, owners, strict=True)
                 )
                 await self._release(app)
 
@@ -223,7 +236,12 @@ class Worker:
                 started = time.monotonic()
                 await self._run(app, functools.partial(self.processor.process_decoded, items))
                 self.aligner.note_busy(time.monotonic() - started)
-                for _record, _ts, (_decoded, event) in chunk:
+            # Acknowledged once the whole release is processed: it comes out in event-time
+            # order, which within a partition can differ from offset order (a prefix of each
+            # partition's records is released), and a batch item's acknowledgement stands
+            # for every offset of its batch.
+            for _record, _ts, (_decoded, event) in released:
+                if event is not None:  # a batch's last record carries its event
                     await self._stream.ack(event)
 
     async def _tick(self, app: faust.App, partitions: list[int]) -> None:
@@ -298,8 +316,28 @@ class Worker:
         worker.execute_from_commandline()
 
 
-def _record(event: Any) -> InRecord:
-    message = event.message
+def _one_each(events: list[Any]) -> tuple[list[InRecord], list[Any]]:
+    """Records of per-message stream items, each owning its event."""
+    return [_record(e.message) for e in events], events
+
+
+def _unpack(events: list[Any]) -> tuple[list[InRecord], list[Any]]:
+    """Records of batch stream items; only a batch's last record owns (acks) its event.
+
+    Records of one partition are released in offset order, so the batch's event is
+    acknowledged after all of its records were processed.
+    """
+    records: list[InRecord] = []
+    owners: list[Any] = []
+    for event in events:
+        messages = batch_of(event.message)
+        records += map(_record, messages)
+        owners += [None] * (len(messages) - 1)
+        owners.append(event)
+    return records, owners
+
+
+def _record(message: Any) -> InRecord:
     return InRecord(
         message.topic,
         message.partition,

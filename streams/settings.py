@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         description="an input partition caught up and silent this long stops holding the "
         "other input topics back (the most a quiet partition delays the others)",
     )
+    worker_delivery: Literal["batch", "message"] = Field(
+        "batch",
+        description="how Faust hands records to the agent: one stream item per fetched "
+        "partition batch (streams/delivery.py), or Faust's own one item per message",
+    )
     worker_max_poll_records: int | None = Field(
         None,
         ge=1,

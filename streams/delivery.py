@@ -1,0 +1,126 @@
+"""Per-partition batch delivery: one Faust stream item per fetched partition batch.
+
+Faust hands an agent one message at a time, and that per-message machinery is the consume
+ceiling the benchmark measures (ARCHITECTURE.md: `_drain_messages` → `wait_first` per
+message, the conductor's `on_message`, the stream iterator). This module delivers each
+partition's share of one fetch as a single `Message` whose value is the tuple of the
+fetched messages, so that cost is paid once per partition batch instead of per event.
+
+The price is one overridden private method, `Consumer._drain_messages` of
+faust-streaming's aiokafka driver (the version is pinned in pyproject.toml; a test runs it
+against the real broker). Everything else is Faust's own: flow control, the conductor,
+the stream, acknowledgements and the commit logic.
+
+Commit safety. A batch message carries the offset of its last record. The offsets before
+it (from the previous read position) are registered as a *gap* (`Consumer._add_gap`), as
+Faust does for offsets missing from a compacted topic. Faust's `_new_offset` fills in gaps
+only below the highest acknowledged offset, so nothing of a batch is committed before its
+message is acknowledged, and the agent acknowledges it only after the batch's last record
+was processed (records of one partition are processed in offset order). A kill test in
+tests/streams/test_worker.py checks committed ≤ processed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import faust
+from faust.serializers import codecs
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage, Message
+
+#: The value codec of topics read with batch delivery: the value is already a tuple of
+#: messages, so decoding passes it through.
+BATCH_CODEC: Final = "memberpulse-batch"
+
+
+class _PassThrough(codecs.Codec):
+    def _loads(self, s: Any) -> Any:
+        return s
+
+    def _dumps(self, s: Any) -> Any:
+        return s
+
+
+codecs.register(BATCH_CODEC, _PassThrough())
+
+
+def batch_of(message: Any) -> tuple[Any, ...]:
+    """The fetched messages a delivered batch message stands for, in offset order."""
+    return cast(tuple[Any, ...], message.value)
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """aiokafka consumer that delivers one message per (fetch, partition)."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                fetched: dict[TP, list[Message]] = {}
+                await self.sleep(0)  # as upstream: getmany may not yield to the loop
+                if not self.should_stop:
+                    async for tp, message in self.getmany(timeout=1.0):
+                        fetched.setdefault(tp, []).append(message)
+                for tp, messages in fetched.items():
+                    # The read offset is the last offset read, or after a seek the next one
+                    # to read: upstream keeps offsets >= it, and so do we.
+                    previous = read_offset[tp]
+                    fresh = [m for m in messages if previous is None or m.offset >= previous]
+                    if not fresh:
+                        continue
+                    last = fresh[-1]
+                    if acks_enabled_for(last.topic):
+                        start = fresh[0].offset
+                        if previous is not None and previous + 1 < start:
+                            start = previous + 1  # offsets missing before the batch, too
+                        await self._add_gap(tp, start, last.offset - 1)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    # A ConsumerMessage: its final acknowledgement reaches Consumer.ack.
+                    batch = ConsumerMessage(
+                        last.topic,
+                        last.partition,
+                        last.offset,
+                        last.timestamp,
+                        last.timestamp_type,
+                        None,
+                        None,
+                        cast(Any, tuple(fresh)),
+                        None,
+                        tp=tp,
+                        generation_id=last.generation_id,
+                    )
+                    await self.wait_first(callback(batch), self.suspend_flow.wait())
+                    read_offset[tp] = last.offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except Exception as exc:  # as upstream: crash the app, do not spin on errors
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with `BatchConsumer`."""
+
+    Consumer = BatchConsumer
+
+
+def use_batch_delivery(app: faust.App) -> None:
+    """Make `app` consume through `BatchConsumer` (call before its topics are created)."""
+    app.transport = BatchTransport(app.conf.broker_consumer, app)
