@@ -260,14 +260,27 @@ def _encoder(spec: FeatureSpec) -> _Encoder:
     return cached
 
 
-def encode(snapshots: Sequence[MemberSnapshot], now: int, spec: FeatureSpec) -> FeatureBatch:
+#: One event time for the whole batch, or one per member (the worker's members come from
+#: partitions at different event times: one call instead of one per distinct time).
+Now = int | Sequence[int]
+
+
+def encode(snapshots: Sequence[MemberSnapshot], now: Now, spec: FeatureSpec) -> FeatureBatch:
     """Encode members as of `now` (vectorised over the batch; order kept)."""
     sequences = encode_sequences(snapshots, now, spec)
     return FeatureBatch._make((*sequences, normalise(raw_aggregates(snapshots, now), spec)))
 
 
+def _per_member(now: Now, n: int) -> list[int]:
+    if isinstance(now, int):
+        return [now] * n
+    if len(now) != n:
+        raise ValueError(f"now: expected one time per member ({n}), got {len(now)}")
+    return list(now)
+
+
 def encode_sequences(
-    snapshots: Sequence[MemberSnapshot], now: int, spec: FeatureSpec
+    snapshots: Sequence[MemberSnapshot], now: Now, spec: FeatureSpec
 ) -> tuple[NDArray[Any], ...]:
     """The sequence columns of `FeatureBatch` (items … mask), without the aggregates."""
     return _sequences(snapshots, now, _encoder(spec))
@@ -280,9 +293,10 @@ def normalise(raw: NDArray[np.float64], spec: FeatureSpec) -> NDArray[np.float32
 
 
 def _sequences(
-    snapshots: Sequence[MemberSnapshot], now: int, enc: _Encoder
+    snapshots: Sequence[MemberSnapshot], now: Now, enc: _Encoder
 ) -> tuple[NDArray[Any], ...]:
     n, length = len(snapshots), enc.spec.sequence_length
+    nows = np.asarray(_per_member(now, n), dtype=np.int64)
     shape = (n, length)
     lengths = np.array([min(len(s.events), length) for s in snapshots], dtype=np.int64)
     total = int(lengths.sum())
@@ -317,7 +331,7 @@ def _sequences(
     values = (
         [enc.item_id(item) for item in items],
         [type_index[t] for t in types],
-        time_bucket(now - stamps),
+        time_bucket(nows[rows] - stamps),
         time_bucket(gap_ms),
         price_bucket,
         [enc.categories.get(c, UNK) if c else UNK for c in categories],
@@ -332,12 +346,12 @@ def _sequences(
     return (*columns, mask)
 
 
-def raw_aggregates(snapshots: Sequence[MemberSnapshot], now: int) -> NDArray[np.float64]:
+def raw_aggregates(snapshots: Sequence[MemberSnapshot], now: Now) -> NDArray[np.float64]:
     """The un-normalised aggregate vector of each member, columns as in `AGGREGATES`."""
     out = np.empty((len(snapshots), len(AGGREGATES)), dtype=np.float64)
     per_member = len(AGGREGATES) - len(CONTENT)
-    for row, snap in enumerate(snapshots):
-        out[row, :per_member] = _aggregate_row(snap, now)
+    for row, (snap, at) in enumerate(zip(snapshots, _per_member(now, len(snapshots)), strict=True)):
+        out[row, :per_member] = _aggregate_row(snap, at)
     out[:, per_member:] = session_content(snapshots)
     return out
 

@@ -35,7 +35,7 @@ import orjson
 
 from memberpulse.export.registry import ModelHolder
 from memberpulse.models.contract import Event
-from memberpulse.models.features import FeatureBatch, FeatureSpec, encode
+from memberpulse.models.features import FeatureSpec, encode
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot, day_of
 from memberpulse.models.timeutil import MS_PER_SECOND
 from memberpulse.streams import metrics
@@ -356,25 +356,13 @@ class BatchProcessor:
             return {}
         spec: FeatureSpec = scorer.spec
         positions = self._positions(spec)
-        # Snapshots carry their partition's event time; encode each distinct `now` once.
-        by_now: dict[int, list[int]] = {}
-        for index, member in enumerate(members):
-            by_now.setdefault(snapshots[member].now, []).append(index)
-        order = [i for rows in by_now.values() for i in rows]
-        parts = [
-            encode([snapshots[members[i]] for i in rows], now, spec) for now, rows in by_now.items()
-        ]
-        batch = (
-            parts[0]
-            if len(parts) == 1
-            else FeatureBatch._make(np.concatenate(c) for c in zip(*parts, strict=True))
-        )
+        # Snapshots carry their partition's event time: one encode call, a `now` per member.
+        chosen = [snapshots[m] for m in members]
+        batch = encode(chosen, [snap.now for snap in chosen], spec)
         width = scorer.excluded
         exclude = np.full((len(members), width), -1, dtype=np.int64)
-        for row, index in enumerate(order):
-            bought = [
-                positions[i] for i in snapshots[members[index]].recent_purchases if i in positions
-            ]
+        for row, snap in enumerate(chosen):
+            bought = [positions[i] for i in snap.recent_purchases if i in positions]
             exclude[row, : min(len(bought), width)] = bought[:width]
         stages.done("encode")
         out = scorer.score(batch, exclude)
@@ -382,8 +370,8 @@ class BatchProcessor:
         stages.done("score")
         scored: dict[str, MemberScores] = {}
         churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
-        for row, index in enumerate(order):
-            scored[members[index]] = MemberScores(
+        for row, member in enumerate(members):
+            scored[member] = MemberScores(
                 float(churn[row]), float(spend[row]), tuple(zip(items[row], top[row], strict=False))
             )
         return scored

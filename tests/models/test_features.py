@@ -300,3 +300,19 @@ def test_session_content_of_a_batch_equals_member_by_member(
     assert np.isfinite(batch).all()
     for row, snap in enumerate(snaps):
         assert np.array_equal(batch[row], features.session_content([snap])[0])
+
+
+def test_one_now_per_member_equals_encoding_each_at_its_own_now() -> None:
+    spec = make_spec()
+    snaps = [member(5, "M1"), member(9, "M2"), member(2, "M3")]
+    nows = [NOW_MS, NOW_MS + 3 * MS_PER_DAY, NOW_MS + 40 * MS_PER_DAY]
+    together = encode(snaps, nows, spec)
+    for row, (snap, now) in enumerate(zip(snaps, nows, strict=True)):
+        alone = encode([snap], now, spec)
+        for column, single in zip(together, alone, strict=True):
+            assert np.array_equal(column[row], single[0])
+    same = member(5, "M1")
+    twice = encode([same, same], [NOW_MS, NOW_MS + 40 * MS_PER_DAY], spec)
+    assert not np.array_equal(twice.ages[0], twice.ages[1])  # each row's own time is used
+    with pytest.raises(ValueError, match="one time per member"):
+        encode(snaps, nows[:2], spec)
