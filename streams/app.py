@@ -40,9 +40,9 @@ from memberpulse.streams import metrics
 from memberpulse.streams.align import TimeAligner
 from memberpulse.streams.coupons import load_rules
 from memberpulse.streams.decisions import Policy
-from memberpulse.streams.delivery import BATCH_CODEC, batch_of, use_batch_delivery
+from memberpulse.streams.delivery import BATCH_CODEC, batch_of, use_worker_transport
 from memberpulse.streams.errors import ConfigError, StateUnavailable
-from memberpulse.streams.kafka import group_timing_ms, partition_counts
+from memberpulse.streams.kafka import fetch_max_wait_ms, group_timing_ms, partition_counts
 from memberpulse.streams.logs import logging_config
 from memberpulse.streams.processor import BatchProcessor, BatchReport, Decoded, InRecord
 from memberpulse.streams.settings import Settings
@@ -116,8 +116,7 @@ class Worker:
             **faust_options(s),
         )
         batches = s.worker_delivery == "batch"
-        if batches:
-            use_batch_delivery(app)  # before the first topic: topics reach the transport
+        use_worker_transport(app, batches, fetch_max_wait_ms(s))  # before the first topic
         inputs = app.topic(
             *s.input_topics,
             value_serializer=BATCH_CODEC if batches else "raw",

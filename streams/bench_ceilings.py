@@ -26,6 +26,8 @@ import faust
 import orjson
 
 from memberpulse.streams.app import faust_options
+from memberpulse.streams.delivery import use_worker_transport
+from memberpulse.streams.kafka import fetch_max_wait_ms
 from memberpulse.streams.settings import Settings
 
 CONSUME: Final = "consume"
@@ -61,6 +63,8 @@ def build(settings: Settings, mode: str, expected: int, forward_to: str = "") ->
         stream_wait_empty=False,
         **faust_options(settings),
     )
+    # Faust's own per-message consumer, with the worker's fetch wait (like for like).
+    use_worker_transport(app, batches=False, fetch_max_wait_ms=fetch_max_wait_ms(settings))
     inputs = app.topic(*settings.input_topics, value_serializer="raw", key_serializer="raw")
     clock = _Clock(expected)
 

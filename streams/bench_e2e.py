@@ -40,7 +40,7 @@ from confluent_kafka import Consumer, TopicPartition
 from memberpulse.models.contract import Event
 from memberpulse.models.timeutil import MS_PER_SECOND
 from memberpulse.streams.events import encode_event
-from memberpulse.streams.kafka import client_config, ensure_topics, make_producer
+from memberpulse.streams.kafka import client_config, ensure_topics, fetch_max_wait_ms, make_producer
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.worker_process import Metrics, WorkerProcess, settings_env
@@ -261,6 +261,9 @@ class _OutputClock(threading.Thread):
             "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
+        wait = fetch_max_wait_ms(self._settings)
+        if wait is not None:  # the reader's own fetch wait must not count as latency
+            config["fetch.wait.max.ms"] = wait
         consumer = Consumer(config)
         try:
             topics = self._settings.output_topics

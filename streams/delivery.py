@@ -28,7 +28,7 @@ batches are a few records each.
 
 from __future__ import annotations
 
-from typing import Any, Final, cast
+from typing import Any, ClassVar, Final, cast
 
 import faust
 from faust.serializers import codecs
@@ -58,8 +58,22 @@ def batch_of(message: Any) -> tuple[Any, ...]:
     return cast(tuple[Any, ...], message.value)
 
 
+class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the fetch wait it hard-codes (1.5 s) made a setting."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait = getattr(transport, "fetch_max_wait_ms", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = wait  # read when the consumer starts its fetcher
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """aiokafka consumer that delivers one message per (fetch, partition)."""
+
+    def _new_consumer_thread(self) -> Any:
+        return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
         callback = self.callback
@@ -142,12 +156,29 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return acked
 
 
-class BatchTransport(faust_aiokafka.Transport):
+class MessageConsumer(faust_aiokafka.Consumer):
+    """Faust's own one-message-at-a-time consumer, with the fetch wait setting."""
+
+    def _new_consumer_thread(self) -> Any:
+        return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class MessageTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with Faust's own consumer and a fetch wait setting."""
+
+    Consumer: ClassVar[type[Any]] = MessageConsumer
+    fetch_max_wait_ms: int | None = None
+
+
+class BatchTransport(MessageTransport):
     """The aiokafka transport with `BatchConsumer`."""
 
     Consumer = BatchConsumer
 
 
-def use_batch_delivery(app: faust.App) -> None:
-    """Make `app` consume through `BatchConsumer` (call before its topics are created)."""
-    app.transport = BatchTransport(app.conf.broker_consumer, app)
+def use_worker_transport(app: faust.App, batches: bool, fetch_max_wait_ms: int | None) -> None:
+    """Consume through `BatchConsumer` (or Faust's own per-message consumer) with the given
+    fetch wait; call before the app's first topic is created (topics reach the transport)."""
+    transport = (BatchTransport if batches else MessageTransport)(app.conf.broker_consumer, app)
+    transport.fetch_max_wait_ms = fetch_max_wait_ms
+    app.transport = transport

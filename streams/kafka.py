@@ -167,6 +167,14 @@ def read_from_start(
         consumer.close()
 
 
+def fetch_max_wait_ms(settings: Settings) -> int | None:
+    """How long consumers let the broker hold a fetch: short on the local stack (tansu
+    holds fetches even once records arrive), the client's default in production."""
+    if settings.kafka_profile == "production":
+        return None
+    return settings.kafka_local_fetch_max_wait_ms
+
+
 def group_timing_ms(settings: Settings) -> dict[str, int]:
     """Session timeout and heartbeat for group consumers (Faust, aiokafka, librdkafka).
 

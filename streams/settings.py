@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # session timeout: Faust's default 60 s means a 30 s wait before the first event.
     kafka_local_session_timeout_s: float = Field(4.0, gt=0)
     kafka_local_heartbeat_interval_s: float = Field(1.0, gt=0)
+    kafka_local_fetch_max_wait_ms: int = Field(
+        10,
+        ge=0,
+        description="kafka_profile=local: how long a consumer lets the broker hold a fetch "
+        "(tansu holds it even when records arrive: 202 ms median delivery at 500 ms, "
+        "3.4 ms at 10; Apache Kafka answers as soon as data is there)",
+    )
     kafka_producer_linger_ms: int = Field(5, ge=0)
     output_flush_timeout_s: float = Field(
         30.0, gt=0, description="deadline for the broker to confirm a batch's outputs"
