@@ -8,8 +8,9 @@ fetched messages, so that cost is paid once per partition batch instead of per e
 
 The price is two overridden methods of faust-streaming's aiokafka `Consumer`
 (`_drain_messages`, private, and `ack`; the version is pinned in pyproject.toml and tests
-run them against the real broker). Everything else is Faust's own: flow control, the
-conductor, the stream and the commit logic.
+run them against the real broker). The consumer thread is also subclassed, to make the
+fetch wait Faust hard-codes (1.5 s) a setting: tansu holds fetches for it. Everything else
+is Faust's own: flow control, the conductor, the stream and the commit logic.
 
 Commit safety. A batch item carries the offset of its last record. When it is acknowledged
 (after the agent processed its last record; a partition's records are released in offset
@@ -69,11 +70,15 @@ class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
-    """aiokafka consumer that delivers one message per (fetch, partition)."""
+class MessageConsumer(faust_aiokafka.Consumer):
+    """Faust's own one-message-at-a-time consumer, with the fetch wait setting."""
 
     def _new_consumer_thread(self) -> Any:
         return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class BatchConsumer(MessageConsumer):
+    """aiokafka consumer that delivers one message per (fetch, partition)."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
         callback = self.callback
@@ -154,13 +159,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     index.add(offset)
                     offsets.append(offset)
         return acked
-
-
-class MessageConsumer(faust_aiokafka.Consumer):
-    """Faust's own one-message-at-a-time consumer, with the fetch wait setting."""
-
-    def _new_consumer_thread(self) -> Any:
-        return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class MessageTransport(faust_aiokafka.Transport):
