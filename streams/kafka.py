@@ -23,6 +23,10 @@ from memberpulse.streams.settings import Settings
 
 PARTITIONER: Final = "murmur2_random"
 _POLL_S: Final = 0.2
+#: How long a reader from offset 0 waits for its first record. Its idle gap counts from
+#: then: connecting and the first fetch can take longer than a gap between records (on a
+#: loaded 2-core CI machine the 0.5 s gap once ran out before the first fetch came back).
+_FIRST_RECORD_S: Final = 5.0
 #: librdkafka logs (connection refused while a broker starts, …) go to Python logging
 #: instead of raw stderr lines, so that commands print only their own plain lines.
 _RDKAFKA_LOGGER: Final = logging.getLogger("memberpulse.rdkafka")
@@ -144,9 +148,17 @@ def _await_partition_counts(
 
 
 def read_from_start(
-    settings: Settings, topics: Iterable[str], *, idle_timeout_s: float = 1.0
+    settings: Settings,
+    topics: Iterable[str],
+    *,
+    idle_timeout_s: float = 1.0,
+    first_record_s: float = _FIRST_RECORD_S,
 ) -> Iterator[Message]:
-    """Every record of `topics` from offset 0, via assign(); stops after an idle gap."""
+    """Every record of `topics` from offset 0, via assign().
+
+    Stops after an idle gap of `idle_timeout_s` once records flow, or after
+    `first_record_s` if none comes at all (an empty topic).
+    """
     topics = list(topics)
     counts = partition_counts(settings, topics)
     consumer = Consumer(
@@ -157,11 +169,13 @@ def read_from_start(
             [TopicPartition(name, p, 0) for name in topics for p in range(counts.get(name, 0))]
         )
         idle_since = time.monotonic()
-        while time.monotonic() - idle_since < idle_timeout_s:
+        allowed = first_record_s
+        while time.monotonic() - idle_since < allowed:
             batch = consumer.consume(num_messages=1000, timeout=_POLL_S)
             records = [m for m in batch if m.error() is None]
             if records:
                 idle_since = time.monotonic()
+                allowed = idle_timeout_s
             yield from records
     finally:
         consumer.close()
