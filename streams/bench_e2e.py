@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ _READY_S: Final = 120.0
 _EVENTS_PER_MEMBER: Final = 40  # about what the simulator gives a member in 30 days
 _SIM_DAYS: Final = 30
 _WARM_UP_S: Final = 3.0  # latency phase: the first seconds are left out (model warm-up)
+_SOAK_WARMUP_S: Final = 60.0  # soak: RSS flatness is judged after this many seconds of load
+_MINUTE_S: Final = 60.0
 _MB: Final = 1024 * 1024
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
@@ -241,8 +244,9 @@ class Latency:
     offered_eps: float
     sent: int
     latencies_ms: list[float]
-    rss_samples_mb: list[float] = field(default_factory=list)
+    rss_samples_mb: list[float] = field(default_factory=list)  # one per second of load
     worker_metrics: Metrics = field(default_factory=Metrics)
+    p99_ms_by_minute: list[float | None] = field(default_factory=list)  # by send time
 
 
 class _OutputClock(threading.Thread):
@@ -253,6 +257,7 @@ class _OutputClock(threading.Thread):
         super().__init__(name="bench-outputs", daemon=True)
         self._settings, self._sent_at = settings, sent_at
         self.latencies_ms: list[float] = []
+        self.sent_s: list[float] = []  # when each timed output's trigger was sent
         self.seen = 0
         self._stop_flag = threading.Event()
 
@@ -282,6 +287,7 @@ class _OutputClock(threading.Thread):
                     sent = self._sent_at.get(trigger)
                     if sent is not None:
                         self.latencies_ms.append((received - sent) * MS_PER_SECOND)
+                        self.sent_s.append(sent)
         finally:
             consumer.close()
 
@@ -307,8 +313,8 @@ def fixed_load(
     rss: list[float] = []
     try:
         producer = make_producer(settings)
-        started = time.monotonic()
-        warm_until = time.time() + _WARM_UP_S
+        started, started_wall = time.monotonic(), time.time()
+        warm_until = started_wall + _WARM_UP_S
         next_rss = started + _WARM_UP_S
         sent = 0
         total = min(len(events), int(rate * seconds))
@@ -353,7 +359,12 @@ def fixed_load(
         reader.stop()
         for w in running:
             w.kill()
-    return Latency(rate, sent, reader.latencies_ms, rss, merged)
+    by_minute: dict[int, list[float]] = defaultdict(list)
+    for sent_s, ms in zip(reader.sent_s, reader.latencies_ms, strict=True):
+        by_minute[int((sent_s - started_wall) // _MINUTE_S)].append(ms)
+    minutes = range(max(by_minute) + 1 if by_minute else 0)
+    p99s = [_quantile(by_minute[m], 0.99) if by_minute[m] else None for m in minutes]
+    return Latency(rate, sent, reader.latencies_ms, rss, merged, p99s)
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -498,9 +509,15 @@ def bench_e2e(
     }
     if soak_seconds:
         rss = fixed.rss_samples_mb
+        warm = rss[min(len(rss) - 1, int(_SOAK_WARMUP_S))] if rss else None
         report["soak"] = {
             "seconds": soak_seconds,
-            "rss_mb": {"start": rss[0], "end": rss[-1], "max": max(rss)} if rss else None,
+            # `warm`: after the first minute, once batch-size buffers (onnxruntime's arena,
+            # numpy scratch) reached their working size; flatness is judged from there
+            "rss_mb": {"start": rss[0], "warm": warm, "end": rss[-1], "max": max(rss)}
+            if rss
+            else None,
+            "latency_p99_ms_by_minute": fixed.p99_ms_by_minute,
         }
     report["plots"] = _plots(out_dir, full.samples, consume["eps"], naive["eps"], lat)
     (out_dir / "bench-e2e.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="records per consumer poll (Faust's broker_max_poll_records; default: "
         "batch_max_size)",
     )
+    worker_stream_buffer_records: int = Field(
+        4096,
+        ge=1,
+        description="records Faust may buffer between the consumer and the agent (its "
+        "stream_buffer_maxsize counts stream items: with batch delivery, polls of up to "
+        "worker_max_poll_records records each)",
+    )
     align_max_held: int = Field(
         100_000,
         ge=1,

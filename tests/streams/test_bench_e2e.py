@@ -44,7 +44,11 @@ def test_bench_e2e_runs_every_phase_and_reports_the_documented_keys(
     assert report["stages_ms"]["state"] > 0
     assert report["rss_mb"]["start"] > 0
     assert report["rss_mb"]["end"] > 0
-    assert set(report["soak"]["rss_mb"]) == {"start", "end", "max"}
+    soak = report["soak"]
+    assert set(soak["rss_mb"]) == {"start", "warm", "end", "max"}
+    assert soak["rss_mb"]["max"] >= max(soak["rss_mb"]["start"], soak["rss_mb"]["end"])
+    by_minute = soak["latency_p99_ms_by_minute"]  # a 6 s soak: its first minute only
+    assert len(by_minute) == 1 and by_minute[0] > 0
     assert report["outputs"]  # the worker produced something
     plots = [Path(p) for p in report["plots"]]
     assert {p.name for p in plots} == {"bench-e2e-throughput.png", "bench-e2e-latency.png"}

@@ -114,3 +114,17 @@ def test_local_profile_shortens_group_timing_production_keeps_defaults() -> None
         "heartbeat_interval_ms": 1000,
     }
     assert group_timing_ms(Settings(kafka_profile="production")) == {}
+
+
+def test_stream_buffer_is_counted_in_records_whatever_an_item_holds() -> None:
+    from memberpulse.streams.app import stream_buffer_items
+
+    # Batch delivery: an item is up to one poll; the buffer holds the records' worth of polls.
+    assert stream_buffer_items(Settings(batch_max_size=512)) == 8
+    assert stream_buffer_items(Settings(worker_stream_buffer_records=1000, batch_max_size=512)) == 2
+    assert (
+        stream_buffer_items(Settings(worker_stream_buffer_records=10, worker_max_poll_records=64))
+        == 1
+    )
+    # Per-message delivery: an item is one record.
+    assert stream_buffer_items(Settings(worker_delivery="message")) == 4096
