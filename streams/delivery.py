@@ -71,10 +71,24 @@ class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class MessageConsumer(faust_aiokafka.Consumer):
-    """Faust's own one-message-at-a-time consumer, with the fetch wait setting."""
+    """Faust's own one-message-at-a-time consumer, with the fetch wait setting and fair
+    back-pressure."""
 
     def _new_consumer_thread(self) -> Any:
         return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+    def on_buffer_full(self, tp: TP) -> None:
+        """Leave the partition in the fetch: the conductor's blocking `put` into the full
+        stream buffer is back-pressure enough, and it holds back every partition alike.
+
+        Faust takes a partition out of the fetch when the buffer passes 80 % and puts it
+        back from the queue's `get()` only when the queue is empty at that moment (mode's
+        `FlowControlQueue.maybe_endorse_pressure_drop`). Under a steady backlog the other
+        partitions can keep the queue from ever being empty, and the partition stays out,
+        with the time aligner holding every other partition back while it waits for it.
+        Found by reading the code while diagnosing the soak stalls (BENCHMARKS.md, "Soak");
+        no run isolated it.
+        """
 
 
 class BatchConsumer(MessageConsumer):

@@ -31,6 +31,7 @@ import msgpack
 
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.snapshot import (
+    DAYS_PER_WEEK,
     MONTHS_KEPT,
     WEEKS,
     WINDOWS,
@@ -40,7 +41,6 @@ from memberpulse.models.snapshot import (
     StateSpec,
     day_of,
     month_of,
-    week_back,
 )
 from memberpulse.streams.errors import StateUnavailable
 
@@ -144,17 +144,15 @@ def _day_windows(
         low = bisect_left(day_column, today - far)
         high = bisect_right(day_column, today - near)
         counts[name] = tuple([prefix[high] - prefix[low] for prefix in prefixes])
-    weeks = [[0] * _NTYPES for _ in range(WEEKS)]
-    active = [0] * WEEKS
-    for row, day in enumerate(day_column):
-        back = week_back(day, today)
-        if 0 <= back < WEEKS:
-            week = weeks[back]
-            values = flat[row * stride + 1 : (row + 1) * stride]
-            for index in range(_NTYPES):
-                week[index] += values[index]
-            active[back] += any(values)
-    return counts, tuple(map(tuple, reversed(weeks))), tuple(reversed(active))
+    # Weeks the same way, newest (week 0: today and the 6 days before) to oldest. Every
+    # stored row is an active day: apply.lua creates a row with its first event's count.
+    weeks, active = [], []
+    for back in range(WEEKS):
+        low = bisect_left(day_column, today - back * DAYS_PER_WEEK - (DAYS_PER_WEEK - 1))
+        high = bisect_right(day_column, today - back * DAYS_PER_WEEK)
+        weeks.append(tuple([prefix[high] - prefix[low] for prefix in prefixes]))
+        active.append(high - low)
+    return counts, tuple(reversed(weeks)), tuple(reversed(active))
 
 
 def _months(rows: list[tuple[int, int, int]], this_month: int, column: int) -> tuple[int, ...]:

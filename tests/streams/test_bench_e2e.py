@@ -48,7 +48,8 @@ def test_bench_e2e_runs_every_phase_and_reports_the_documented_keys(
     assert set(soak["rss_mb"]) == {"start", "warm", "end", "max"}
     assert soak["rss_mb"]["max"] >= max(soak["rss_mb"]["start"], soak["rss_mb"]["end"])
     by_minute = soak["latency_p99_ms_by_minute"]  # a 6 s soak: its first minute only
-    assert len(by_minute) == 1 and by_minute[0] > 0
+    assert len(by_minute) == 1
+    assert by_minute[0] > 0
     assert report["outputs"]  # the worker produced something
     plots = [Path(p) for p in report["plots"]]
     assert {p.name for p in plots} == {"bench-e2e-throughput.png", "bench-e2e-latency.png"}
