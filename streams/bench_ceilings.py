@@ -26,7 +26,7 @@ import faust
 import orjson
 
 from memberpulse.streams.app import faust_options
-from memberpulse.streams.delivery import use_worker_transport
+from memberpulse.streams.delivery import use_stock_transport
 from memberpulse.streams.kafka import fetch_max_wait_ms
 from memberpulse.streams.settings import Settings
 
@@ -64,7 +64,7 @@ def build(settings: Settings, mode: str, expected: int, forward_to: str = "") ->
         **faust_options(settings),
     )
     # Faust's own per-message consumer, with the worker's fetch wait (like for like).
-    use_worker_transport(app, batches=False, fetch_max_wait_ms=fetch_max_wait_ms(settings))
+    use_stock_transport(app, fetch_max_wait_ms(settings))
     inputs = app.topic(*settings.input_topics, value_serializer="raw", key_serializer="raw")
     clock = _Clock(expected)
 

@@ -8,9 +8,10 @@ fetched messages, so that cost is paid once per partition batch instead of per e
 
 The price is two overridden methods of faust-streaming's aiokafka `Consumer`
 (`_drain_messages`, private, and `ack`; the version is pinned in pyproject.toml and tests
-run them against the real broker). The consumer thread is also subclassed, to make the
-fetch wait Faust hard-codes (1.5 s) a setting: tansu holds fetches for it. Everything else
-is Faust's own: flow control, the conductor, the stream and the commit logic.
+run them against the real broker), plus `on_buffer_full`, which keeps a partition in the
+fetch when the stream buffer is full (see `MessageConsumer`). The consumer thread is also
+subclassed, to make the fetch wait Faust hard-codes (1.5 s) a setting: tansu holds fetches
+for it. Everything else is Faust's own: the conductor, the stream and the commit logic.
 
 Commit safety. A batch item carries the offset of its last record. When it is acknowledged
 (after the agent processed its last record; a partition's records are released in offset
@@ -70,12 +71,17 @@ class _FetchWaitThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class MessageConsumer(faust_aiokafka.Consumer):
-    """Faust's own one-message-at-a-time consumer, with the fetch wait setting and fair
-    back-pressure."""
+class StockConsumer(faust_aiokafka.Consumer):
+    """Faust's own consumer, unchanged but for the fetch wait setting (the benchmark's
+    bare-agent ceilings use it: they measure Faust as it ships)."""
 
     def _new_consumer_thread(self) -> Any:
         return _FetchWaitThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class MessageConsumer(StockConsumer):
+    """Faust's one-message-at-a-time consumer, with the fetch wait setting and fair
+    back-pressure."""
 
     def on_buffer_full(self, tp: TP) -> None:
         """Leave the partition in the fetch: the conductor's blocking `put` into the full
@@ -175,11 +181,17 @@ class BatchConsumer(MessageConsumer):
         return acked
 
 
-class MessageTransport(faust_aiokafka.Transport):
+class StockTransport(faust_aiokafka.Transport):
     """The aiokafka transport with Faust's own consumer and a fetch wait setting."""
 
-    Consumer: ClassVar[type[Any]] = MessageConsumer
+    Consumer: ClassVar[type[Any]] = StockConsumer
     fetch_max_wait_ms: int | None = None
+
+
+class MessageTransport(StockTransport):
+    """The aiokafka transport with `MessageConsumer`."""
+
+    Consumer = MessageConsumer
 
 
 class BatchTransport(MessageTransport):
@@ -189,8 +201,17 @@ class BatchTransport(MessageTransport):
 
 
 def use_worker_transport(app: faust.App, batches: bool, fetch_max_wait_ms: int | None) -> None:
-    """Consume through `BatchConsumer` (or Faust's own per-message consumer) with the given
+    """Consume through `BatchConsumer` (or the per-message `MessageConsumer`) with the given
     fetch wait; call before the app's first topic is created (topics reach the transport)."""
-    transport = (BatchTransport if batches else MessageTransport)(app.conf.broker_consumer, app)
+    _use(app, BatchTransport if batches else MessageTransport, fetch_max_wait_ms)
+
+
+def use_stock_transport(app: faust.App, fetch_max_wait_ms: int | None) -> None:
+    """Consume through Faust's own consumer, with only the fetch wait set (same timing)."""
+    _use(app, StockTransport, fetch_max_wait_ms)
+
+
+def _use(app: faust.App, kind: type[StockTransport], fetch_max_wait_ms: int | None) -> None:
+    transport = kind(app.conf.broker_consumer, app)
     transport.fetch_max_wait_ms = fetch_max_wait_ms
     app.transport = transport
