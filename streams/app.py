@@ -378,29 +378,29 @@ def _promoted(registry: Registry, store: RedisState, prefix: str) -> Any:
     return read
 
 
+def poll_records(settings: Settings) -> int:
+    """Records per consumer poll (Faust's `broker_max_poll_records`)."""
+    return settings.worker_max_poll_records or settings.batch_max_size
+
+
 def stream_buffer_items(settings: Settings) -> int:
     """Faust's stream buffer, in stream items, for `worker_stream_buffer_records` records.
 
-    With batch delivery an item is one partition's share of a poll (up to the poll size).
-    Left at Faust's 4,096 items, the buffer held the whole 100k backlog (worker RSS
-    283 → 429 MiB over the drain), and Faust's flow control, which takes a partition off
-    the fetcher while the buffer is above 80 % and re-adds one partition per get below
-    40 %, could keep the others off for minutes while a few partitions kept it full
-    (the soak in BENCHMARKS.md). A buffer the agent's take empties every batch re-adds
-    every partition every batch.
+    With batch delivery an item is one partition's share of a poll (up to the poll size),
+    so Faust's 4,096 items could hold 4,096 polls: the whole backlog of a drain. Sized in
+    records it is a few polls, which the agent's take (up to `batch_max_size` items)
+    empties every batch.
     """
     s = settings
     if s.worker_delivery == "message":
         return s.worker_stream_buffer_records
-    poll = s.worker_max_poll_records or s.batch_max_size
-    return max(1, -(-s.worker_stream_buffer_records // poll))
+    return max(1, -(-s.worker_stream_buffer_records // poll_records(s)))
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
     """The broker, consumer and producer options of every Faust app here (the worker and
     the benchmark's ceiling agents, so that they are measured like for like)."""
     s = settings
-    poll = s.worker_max_poll_records or s.batch_max_size
     datadir = s.home / "worker" / s.worker_group_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
@@ -412,7 +412,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": s.worker_offset_reset,
         # Unbounded polls were measured ~10% faster on a bare agent, but let the worker see
         # stale high watermarks of partitions Faust paused: 29k of 100k events too late.
-        "broker_max_poll_records": poll,
+        "broker_max_poll_records": poll_records(s),
         "datadir": str(datadir),
         "producer_linger": s.kafka_producer_linger_ms / _MS,
     }
