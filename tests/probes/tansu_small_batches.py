@@ -14,7 +14,6 @@ that is nearly caught up).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import time
 from typing import Final
@@ -22,6 +21,7 @@ from typing import Final
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from memberpulse.streams.bench_e2e import cpu_seconds
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.stack import find_tansu, free_port, port_open
 
@@ -63,13 +63,6 @@ def main() -> None:
         tansu.kill()  # tansu ignores SIGTERM
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def idle_cost(bootstrap: str, pid: int, fetch_wait_ms: int) -> str:
     """tansu's CPU while one consumer, caught up, polls the topic's end for IDLE_S."""
     consumer = Consumer(
@@ -83,10 +76,10 @@ def idle_cost(bootstrap: str, pid: int, fetch_wait_ms: int) -> str:
     )
     consumer.assign([TopicPartition("probe", p, OFFSET_END) for p in range(PARTITIONS)])
     consumer.consume(1, 2.0)  # connected and positioned at the end
-    before, started = cpu_s(pid), time.monotonic()
+    before, started = cpu_seconds(pid), time.monotonic()
     while time.monotonic() - started < IDLE_S:
         consumer.consume(1000, 0.5)
-    used = cpu_s(pid) - before
+    used = cpu_seconds(pid) - before
     consumer.close()
     share = used / IDLE_S
     return f"caught-up consumer, fetch wait {fetch_wait_ms} ms: tansu used {share:.0%} of a core"
