@@ -17,6 +17,8 @@ from memberpulse.streams.state import DecisionRecord, RedisState, SourcedEvent
 BATCH_SIZES = (1, 64, 512)
 _PARTITIONS = 4
 _FULL_MEMBER_DAYS = 395  # 13 months of purchases, every window populated
+_DENSE_PER_DAY = 4
+_DENSE_SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,18 @@ def run_size(
     )
 
 
-def full_member_events(member: str, end_ms: int, spec_length: int) -> list[Event]:
+def full_member_events(
+    member: str, end_ms: int, spec_length: int, count: int | None = None
+) -> list[Event]:
     """A member with every field of the state present: a full sequence, every window, 13
-    months of purchases, sessions and orders, recent purchases."""
+    months of purchases, sessions and orders, recent purchases. `count` events (default
+    4 L) spread evenly over 395 days: with the default the sequence spans ~99 days, so
+    every event of the last 60 is still in it; with 4 a day (`_DENSE_PER_DAY`) it spans 16
+    and the older days of the windows need a day bucket each."""
     events = []
-    step = _FULL_MEMBER_DAYS * MS_PER_DAY // (4 * spec_length)
-    for index in range(4 * spec_length):
+    count = count or 4 * spec_length
+    step = _FULL_MEMBER_DAYS * MS_PER_DAY // count
+    for index in range(count):
         kind = EVENT_TYPES[index % len(EVENT_TYPES)]
         purchase = kind == PURCHASE
         events.append(
@@ -89,7 +97,7 @@ def full_member_events(member: str, end_ms: int, spec_length: int) -> list[Event
                 member_id=member,
                 type=kind,
                 item_id=f"I{(index * 37) % 5000:05d}",
-                ts=end_ms - (4 * spec_length - index) * step,
+                ts=end_ms - (count - index) * step,
                 category=f"C{index % 40:02d}",
                 price=round(5 + (index % 17) * 3.75, 2) if purchase else None,
                 quantity=1 + index % 2 if purchase else 1,
@@ -99,15 +107,18 @@ def full_member_events(member: str, end_ms: int, spec_length: int) -> list[Event
     return events
 
 
-def bytes_per_member(settings: Settings, sample: int = 200) -> dict[str, float]:
-    """MEMORY USAGE of all keys of a full member (state + decision state), averaged."""
+def bytes_per_member(
+    settings: Settings, sample: int = 200, count: int | None = None
+) -> dict[str, float]:
+    """MEMORY USAGE of all keys of a full member (state + decision state), averaged;
+    `count`: events per member (`full_member_events`)."""
     store = RedisState(settings)
     end = int(time.time() * 1000)
     members = [f"M{index:07d}" for index in range(sample)]
     offset = 0
     for member in members:
         items = []
-        for event in full_member_events(member, end, settings.state_sequence_length):
+        for event in full_member_events(member, end, settings.state_sequence_length, count):
             items.append(SourcedEvent(event, settings.topic_for_type(event.type), 0, offset))
             offset += 1
         store.apply(items, end)
@@ -148,13 +159,20 @@ def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     scoped = settings.model_copy(update={"redis_key_prefix": prefix})
     memory = bytes_per_member(scoped)
+    dense = bytes_per_member(
+        scoped.model_copy(update={"redis_key_prefix": f"{prefix}-dense"}),
+        sample=_DENSE_SAMPLE,
+        count=_DENSE_PER_DAY * _FULL_MEMBER_DAYS,
+    )
     probe = RedisState(scoped)
     version = probe.client.info("server").get("redis_version")
     _drop(probe, prefix)
+    _drop(probe, f"{prefix}-dense")
     return {
         "results": results,
         "bytes_per_member": memory["total"],
         "bytes_per_member_detail": memory,
+        "bytes_per_member_dense": dense["total"],
         "sequence_length": settings.state_sequence_length,
         "redis_version": version,
         "events": len(events),

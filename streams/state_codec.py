@@ -1,12 +1,13 @@
 """The Redis state layout (written by lua/apply.lua) and its reading into a snapshot.
 
 Stored per member as one msgpack array (positions 1-based, as in Lua):
- 1 layout version (3)   2 member_id   3 latest ts   4 first ts
- 5 recent sequence numbers, binary, 19 bytes per event, oldest first by (ts, id hash):
-   ts u64, id hash u32, type u8, quantity u16, unit price in cents i32 (-1: none)
+ 1 layout version (4)   2 member_id   3 latest ts   4 first ts
+ 5 recent sequence numbers, binary, 17 bytes per event, oldest first by (ts, id hash):
+   ts u48, id hash u32, type u8, quantity u16, unit price in cents i32 (-1: none)
  6 recent sequence items, each followed by 0xFF (a byte UTF-8 never contains)
  7 recent sequence categories, the same ("" = none)
- 8 day buckets, binary, 12 bytes each, by day: day u16, count per type 5 × u16 (saturating)
+ 8 day buckets of the events that have left the sequence, binary, 12 bytes each, by day:
+   day u16, count per type 5 × u16 (saturating); a window counts these plus the sequence
  9 month buckets, binary, 12 bytes each, by month: month u16, purchases u32, cents u48
 10 latest ts per type (0 = none)    11 purchases    12 spend cents
 13 session clusters, flat [closed n, closed first start, closed last start,
@@ -17,21 +18,30 @@ Stored per member as one msgpack array (positions 1-based, as in Lua):
 Binary columns keep the msgpack array at a few dozen values: packing and unpacking one
 Lua value per number cost ~80 µs of ~120 µs per call in the first layouts. Reading is a
 pure function of (layout, now, spec), with the same windows as models/fold.py.
+
+Layout 3 differed in two ways: ts was u64 (19-byte records), and the day buckets counted
+every event, the sequence's too (~470 bytes of a full member counted twice). Layout-3
+blobs are still read here; apply.lua rewrites one as layout 4 when it next applies to it.
+u48 holds any ts the live decoder admits (2000-01-01 to now + a few minutes).
 """
 
 from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from functools import lru_cache
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add, floordiv, lshift, or_
 from typing import Any, Final
 
 import msgpack
 
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.snapshot import (
+    DAYS_KEPT,
     DAYS_PER_WEEK,
+    MAX_DAY_COUNT,
     MONTHS_KEPT,
     WEEKS,
     WINDOWS,
@@ -42,18 +52,26 @@ from memberpulse.models.snapshot import (
     day_of,
     month_of,
 )
+from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.errors import StateUnavailable
 
-LAYOUT_VERSION: Final = 3
+LAYOUT_VERSION: Final = 4
+_LAYOUTS_READ: Final = (3, LAYOUT_VERSION)
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
-_RECORD_FORMAT: Final = "QxxxxBHi"  # ts, (id hash skipped), type, quantity, cents: 4 values
-_RECORD_SIZE: Final = 19
+# Per layout: one record's struct format (the id hash skipped) and its size in bytes.
+# Layout 4 reads ts as a high u16 and a low u32 (struct has no 6-byte integer).
+_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17)}
 _DAY_SIZE: Final = 2 * (len(EVENT_TYPES) + 1)
 _MONTH: Final = struct.Struct(">HIHI")  # month, purchases, cents high 16 bits, cents low 32
 _STAMP: Final = struct.Struct(">HI")
 _SEP_TEXT: Final = "\udcff"  # byte 0xFF (ends each id in a list column) after decoding
 _NTYPES: Final = len(EVENT_TYPES)
+_ZEROS: Final = (0,) * _NTYPES
+# Sequence counts per type packed into one int, a 16-bit lane per type (a window holds at
+# most L ≤ 1024 of them), read back as little-endian u16s.
+_LANES: Final = tuple(1 << (16 * index) for index in range(_NTYPES))
+_LANES_OUT: Final = struct.Struct("<" + "H" * _NTYPES)
 
 
 def unpack_state(blob: bytes) -> list[Any]:
@@ -61,7 +79,7 @@ def unpack_state(blob: bytes) -> list[Any]:
     # Binary columns travel as msgpack str (Redis 6.2's cmsgpack has no bin type), so
     # everything is read as bytes and only the text fields are decoded.
     state = msgpack.unpackb(blob, raw=True)
-    if not isinstance(state, list) or not state or state[0] != LAYOUT_VERSION:
+    if not isinstance(state, list) or not state or state[0] not in _LAYOUTS_READ:
         raise StateUnavailable(f"unknown member state layout: {str(state)[:80]}")
     state[1] = state[1].decode()
     return state
@@ -79,11 +97,30 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     )[: spec.max_recent_purchases]
     month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(state[8])]
     this_month = month_of(now)
-    counts, week_counts, week_active_days = _day_windows(state[7], today)
+    layout = state[0]
+    ts, kinds, quantities, prices = _records_of(layout, state[4])
+    # Layout 4 buckets hold only what left the sequence; layout 3 buckets hold everything.
+    in_buckets = layout == 3
+    counts, week_counts, week_active_days = _day_windows(
+        state[7], today, () if in_buckets else ts, () if in_buckets else kinds
+    )
+    items, categories = _split(state[5]), _split(state[6])
+    if len(ts) > spec.sequence_length:  # L was lowered: apply.lua trims at the next event
+        keep = slice(len(ts) - spec.sequence_length, None)
+        ts, kinds, quantities, prices = ts[keep], kinds[keep], quantities[keep], prices[keep]
+        items, categories = items[keep], categories[keep]
+    events = EventSequence(
+        items=tuple(items),
+        types=tuple(map(EVENT_TYPES.__getitem__, kinds)),
+        ts=ts,
+        prices=tuple([None if c == NO_PRICE else c / 100 for c in prices]),
+        quantities=quantities,
+        categories=tuple([c or None for c in categories]),
+    )
     return MemberSnapshot(
         member_id=state[1],
         now=now,
-        events=_sequence(state[4], state[5], state[6]),
+        events=events,
         counts=counts,
         week_counts=week_counts,
         week_active_days=week_active_days,
@@ -106,23 +143,25 @@ def _split(column: bytes) -> list[str]:
     return column.decode("utf-8", "surrogateescape").split(_SEP_TEXT)[:-1]
 
 
-def _sequence(numbers: bytes, items: bytes, categories: bytes) -> EventSequence:
-    flat = _records(len(numbers) // _RECORD_SIZE).unpack(numbers)
+def _records_of(
+    layout: int, numbers: bytes
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The sequence records as columns: ts, type index, quantity, cents."""
+    record_format, size = _RECORD[layout]
+    stride = len(record_format) - record_format.count("x")
     # One C-level unpack of all records, then strided slices: per-record Python work is
     # what made this the slowest part of a snapshot (measured in BENCHMARKS.md).
-    return EventSequence(
-        items=tuple(_split(items)),
-        types=tuple(map(EVENT_TYPES.__getitem__, flat[1::4])),
-        ts=flat[0::4],
-        prices=tuple([None if c == NO_PRICE else c / 100 for c in flat[3::4]]),
-        quantities=flat[2::4],
-        categories=tuple([c or None for c in _split(categories)]),
-    )
+    flat = _records(layout, len(numbers) // size).unpack(numbers)
+    if stride == 4:  # layout 3: ts u64
+        ts = flat[0::4]
+    else:
+        ts = tuple(map(or_, map(lshift, flat[0::5], repeat(32)), flat[1::5]))
+    return ts, flat[stride - 3 :: stride], flat[stride - 2 :: stride], flat[stride - 1 :: stride]
 
 
 @lru_cache(maxsize=1024)
-def _records(count: int) -> struct.Struct:
-    return struct.Struct(">" + _RECORD_FORMAT * count)
+def _records(layout: int, count: int) -> struct.Struct:
+    return struct.Struct(">" + _RECORD[layout][0] * count)
 
 
 @lru_cache(maxsize=64)
@@ -130,29 +169,78 @@ def _day_records(count: int) -> struct.Struct:
     return struct.Struct(">" + "H" * (_NTYPES + 1) * count)
 
 
+@lru_cache(maxsize=8)
+def _ranges(today: int) -> tuple[tuple[int, int], ...]:
+    """(first day, last day) of each window in WINDOWS order, then of each week, newest
+    first (week 0: today and the 6 days before)."""
+    windows = [(today - far, today - near) for near, far in WINDOWS.values()]
+    weeks = [
+        (today - back * DAYS_PER_WEEK - (DAYS_PER_WEEK - 1), today - back * DAYS_PER_WEEK)
+        for back in range(WEEKS)
+    ]
+    return tuple(windows + weeks)
+
+
 def _day_windows(
-    days: bytes, today: int
+    days: bytes, today: int, seq_ts: Sequence[int], seq_kinds: Sequence[int]
 ) -> tuple[dict[str, tuple[int, ...]], tuple[tuple[int, ...], ...], tuple[int, ...]]:
-    """Counts per window, per week (oldest first) and active days per week."""
+    """Counts per window, per week (oldest first) and active days per week, of the day
+    buckets plus the sequence events given (ts ascending, type indices).
+
+    Each source is summed per range by prefix sums and bisection over its ascending days;
+    the sequence's counts travel packed, one lane per type, so that its prefix sums are
+    one C-level `accumulate`.
+    """
     flat = _day_records(len(days) // _DAY_SIZE).unpack(days)
     stride = _NTYPES + 1
-    day_column = flat[0::stride]  # ascending: each window is one contiguous run of rows
-    # prefix sums per type, so that each window is two lookups per type
-    prefixes = [list(accumulate(flat[1 + index :: stride], initial=0)) for index in range(_NTYPES)]
-    counts = {}
-    for name, (near, far) in WINDOWS.items():
-        low = bisect_left(day_column, today - far)
-        high = bisect_right(day_column, today - near)
-        counts[name] = tuple([prefix[high] - prefix[low] for prefix in prefixes])
-    # Weeks the same way, newest (week 0: today and the 6 days before) to oldest. Every
-    # stored row is an active day: apply.lua creates a row with its first event's count.
-    weeks, active = [], []
-    for back in range(WEEKS):
-        low = bisect_left(day_column, today - back * DAYS_PER_WEEK - (DAYS_PER_WEEK - 1))
-        high = bisect_right(day_column, today - back * DAYS_PER_WEEK)
-        weeks.append(tuple([prefix[high] - prefix[low] for prefix in prefixes]))
-        active.append(high - low)
-    return counts, tuple(reversed(weeks)), tuple(reversed(active))
+    start = bisect_left(seq_ts, (today - DAYS_KEPT + 1) * MS_PER_DAY)  # older: no window
+    seq_ts, seq_kinds = seq_ts[start:], seq_kinds[start:]
+    if flat and seq_ts and max(flat) > MAX_DAY_COUNT - len(seq_ts):
+        # a bucket near saturation: the sum of both sources must saturate per day and type
+        flat, seq_ts, seq_kinds = _merged_rows(flat, seq_ts, seq_kinds), (), ()
+    ranges = _ranges(today)
+    totals = [_ZEROS] * len(ranges)
+    day_column: Sequence[int] = flat[0::stride]
+    if flat:
+        prefixes = [
+            list(accumulate(flat[1 + index :: stride], initial=0)) for index in range(_NTYPES)
+        ]
+        for at, (first, last) in enumerate(ranges):
+            low, high = bisect_left(day_column, first), bisect_right(day_column, last)
+            if high > low:
+                totals[at] = tuple([prefix[high] - prefix[low] for prefix in prefixes])
+    if seq_ts:
+        seq_days = list(map(floordiv, seq_ts, repeat(MS_PER_DAY)))
+        packed = list(accumulate(map(_LANES.__getitem__, seq_kinds), initial=0))
+        for at, (first, last) in enumerate(ranges):
+            low, high = bisect_left(seq_days, first), bisect_right(seq_days, last)
+            if high > low:
+                lanes = _LANES_OUT.unpack(
+                    (packed[high] - packed[low]).to_bytes(_LANES_OUT.size, "little")
+                )
+                totals[at] = lanes if totals[at] is _ZEROS else tuple(map(add, totals[at], lanes))
+        distinct = list(dict.fromkeys(seq_days))  # ascending already
+        day_column = sorted({*day_column, *distinct}) if day_column else distinct
+    windows = len(WINDOWS)
+    counts = dict(zip(WINDOWS, totals[:windows], strict=True))
+    # Every row is an active day: apply.lua creates a bucket with its first event's count.
+    active = [
+        bisect_right(day_column, last) - bisect_left(day_column, first)
+        for first, last in ranges[windows:]
+    ]
+    return counts, tuple(reversed(totals[windows:])), tuple(reversed(active))
+
+
+def _merged_rows(
+    flat: Sequence[int], seq_ts: Sequence[int], seq_kinds: Sequence[int]
+) -> tuple[int, ...]:
+    """Day rows of the buckets plus the sequence, each count saturating as the fold does."""
+    stride = _NTYPES + 1
+    rows = {flat[i]: list(flat[i + 1 : i + stride]) for i in range(0, len(flat), stride)}
+    for ts, kind in zip(seq_ts, seq_kinds, strict=True):
+        row = rows.setdefault(ts // MS_PER_DAY, [0] * _NTYPES)
+        row[kind] = min(row[kind] + 1, MAX_DAY_COUNT)
+    return tuple(value for day in sorted(rows) for value in (day, *rows[day]))
 
 
 def _months(rows: list[tuple[int, int, int]], this_month: int, column: int) -> tuple[int, ...]:

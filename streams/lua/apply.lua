@@ -16,8 +16,8 @@
 -- packing and unpacking hundreds of Lua numbers and tables cost ~80 us of ~120 us per
 -- call in the first layouts. Every rule mirrors models/fold.py.
 
-local DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 60, 13, 5, 2
-local REC, REC_FMT = 19, '>I8I4BHi4'  -- ts, id hash, type, quantity, cents
+local LAYOUT, DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 4, 60, 13, 5, 2
+local REC, REC_FMT = 17, '>I6I4BHi4'  -- ts, id hash, type, quantity, cents
 local DAY_REC, MONTH_REC = 12, 12      -- >H day + 5 x >H count; >H month >I4 n >I6 cents
 local MAX_COUNT = 65535                -- per member, day and type; the fold saturates too
 local SEP = '\255'
@@ -49,17 +49,34 @@ local function drop_first(list)
   return string.sub(list, string.find(list, SEP, 1, true) + 1)
 end
 
+-- day buckets (binary, sorted by day) --------------------------------------------------------
+local function add_day(day, t)
+  local days = st[8]
+  local i = #days / DAY_REC
+  while i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) > day do i = i - 1 end
+  if i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) == day then
+    local at = (i - 1) * DAY_REC + 3 + 2 * t
+    local count = math.min(struct.unpack('>H', days, at) + 1, MAX_COUNT)
+    st[8] = string.sub(days, 1, at - 1) .. struct.pack('>H', count) .. string.sub(days, at + 2)
+    return
+  end
+  local counts = {0, 0, 0, 0, 0}
+  counts[t + 1] = 1
+  local record = struct.pack('>HHHHHH', day, counts[1], counts[2], counts[3], counts[4], counts[5])
+  st[8] = string.sub(days, 1, i * DAY_REC) .. record .. string.sub(days, i * DAY_REC + 1)
+end
+
 -- the recent sequence ---------------------------------------------------------------------
 local function count_seq() return #st[5] / REC end
 
 local function rec_ts_hash(i)  -- 1-based
-  local ts, h = struct.unpack('>I8I4', st[5], (i - 1) * REC + 1)
+  local ts, h = struct.unpack('>I6I4', st[5], (i - 1) * REC + 1)
   return ts, h
 end
 
 -- A duplicate carries the same id hash, ts and item as an event still in the sequence.
 local function seen(ts, h, item)
-  local needle = struct.pack('>I8I4', ts, h)
+  local needle = struct.pack('>I6I4', ts, h)
   local from = 1
   while true do
     local at = string.find(st[5], needle, from, true)
@@ -89,27 +106,15 @@ local function insert_event(ts, h, t, qty, cents, item, cat)
     table.insert(cats, pos, cat)
     st[6], st[7] = join(items), join(cats)
   end
-  if n + 1 > L then
+  -- An event leaving the sequence moves into its day bucket (a loop: L may have shrunk).
+  -- Buckets older than any window are pruned after the batch; skip them here.
+  while #st[5] > L * REC do
+    local old_ts, _, old_t = struct.unpack('>I6I4B', st[5], 1)
+    local old_day = math.floor(old_ts / MS_PER_DAY)
+    if old_day > st[18] - DAYS_KEPT then add_day(old_day, old_t) end
     st[5] = string.sub(st[5], REC + 1)
     st[6], st[7] = drop_first(st[6]), drop_first(st[7])
   end
-end
-
--- day buckets (binary, sorted by day) --------------------------------------------------------
-local function add_day(day, t)
-  local days = st[8]
-  local i = #days / DAY_REC
-  while i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) > day do i = i - 1 end
-  if i >= 1 and struct.unpack('>H', days, (i - 1) * DAY_REC + 1) == day then
-    local at = (i - 1) * DAY_REC + 3 + 2 * t
-    local count = math.min(struct.unpack('>H', days, at) + 1, MAX_COUNT)
-    st[8] = string.sub(days, 1, at - 1) .. struct.pack('>H', count) .. string.sub(days, at + 2)
-    return
-  end
-  local counts = {0, 0, 0, 0, 0}
-  counts[t + 1] = 1
-  local record = struct.pack('>HHHHHH', day, counts[1], counts[2], counts[3], counts[4], counts[5])
-  st[8] = string.sub(days, 1, i * DAY_REC) .. record .. string.sub(days, i * DAY_REC + 1)
 end
 
 -- month buckets (binary, sorted by month) ------------------------------------------------------
@@ -212,6 +217,39 @@ local function add_recent_purchase(item, ts)
   write_recent(items, stamps)
 end
 
+-- Layout 3 -> 4: sequence timestamps were u64, and day buckets also counted the events
+-- still in the sequence. A bucket saturated at MAX_COUNT keeps MAX_COUNT - (the sequence's
+-- events), which reads back as MAX_COUNT again once the sequence is added.
+local function migrate_from_3()
+  local old, records = st[5], {}
+  for i = 1, #old / 19 do
+    local ts, h, t, qty, cents = struct.unpack('>I8I4BHi4', old, (i - 1) * 19 + 1)
+    records[i] = struct.pack(REC_FMT, ts, h, t, qty, cents)
+    local day = math.floor(ts / MS_PER_DAY)
+    local days = st[8]
+    for j = 1, #days / DAY_REC do
+      local base = (j - 1) * DAY_REC
+      if struct.unpack('>H', days, base + 1) == day then
+        local at = base + 3 + 2 * t
+        local count = struct.unpack('>H', days, at)
+        if count > 0 then
+          st[8] = string.sub(days, 1, at - 1) .. struct.pack('>H', count - 1)
+                  .. string.sub(days, at + 2)
+        end
+        break
+      end
+    end
+  end
+  st[5] = table.concat(records)
+  local kept = {}  -- drop the rows that only counted sequence events
+  for j = 1, #st[8] / DAY_REC do
+    local row = string.sub(st[8], (j - 1) * DAY_REC + 1, j * DAY_REC)
+    if string.sub(row, 3) ~= string.rep('\0', DAY_REC - 2) then kept[#kept + 1] = row end
+  end
+  st[8] = table.concat(kept)
+  st[1] = LAYOUT
+end
+
 -- apply ---------------------------------------------------------------------------------------
 local function apply_member(state_key, decision_key, outbox_key, args)
   local member = args[1]
@@ -221,8 +259,12 @@ local function apply_member(state_key, decision_key, outbox_key, args)
     if st[2] ~= member then
       return redis.error_reply('state key ' .. state_key .. ' holds another member')
     end
+    if st[1] == 3 then migrate_from_3() end
+    if st[1] ~= LAYOUT then
+      return redis.error_reply('state key ' .. state_key .. ' has unknown layout ' .. tostring(st[1]))
+    end
   else
-    st = {3, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
+    st = {LAYOUT, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
           {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0}
   end
   local statuses = {}
@@ -242,7 +284,6 @@ local function apply_member(state_key, decision_key, outbox_key, args)
     if status ~= 'o' then offsets[source] = offset end
     if status == 'a' then
       insert_event(ts, h, t, qty, cents, item, cat)
-      add_day(day, t)
       if ts > st[3] then st[3] = ts end
       if st[4] == 0 or ts < st[4] then st[4] = ts end
       if day > st[18] then st[18] = day end

@@ -252,3 +252,23 @@ def test_simulate_to_file_writes_parquet_and_truth(tmp_path: Path) -> None:
     assert (tmp_path / "events.truth.parquet").exists()
     types = set(table.column("type").to_pylist())
     assert "teleport" in types, "bad rows were injected as asked"
+
+
+def test_bench_state_reports_throughput_round_trips_and_memory(
+    servers: Settings, tmp_path: Path
+) -> None:
+    redis_url = servers.redis_url.get_secret_value()
+    result = run_cli("bench", "state", "--json", "--members", "40", "--days", "3",
+                     home=tmp_path, env={"MEMBERPULSE_REDIS_URL": redis_url})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = orjson.loads(result.stdout)
+    assert [row["batch_size"] for row in report["results"]] == [1, 64, 512]
+    for row in report["results"]:
+        assert row["events"] == min(report["events"], 20_000 if row["batch_size"] == 1 else 10**9)
+        assert row["events_per_s"] > 0
+        assert row["overlapped_events_per_s"] > 0
+        assert row["round_trips_per_batch"] == 1.0
+    # a member whose sequence spans 16 days keeps buckets for the other 44 days of the windows
+    assert 0 < report["bytes_per_member"] < report["bytes_per_member_dense"]
+    detail = report["bytes_per_member_detail"]
+    assert detail["total"] == detail["state"] + detail["decision_state"]

@@ -4,6 +4,7 @@ bounded, safe with hostile ids, one round trip per batch."""
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from memberpulse.streams import keys
 from memberpulse.streams.errors import StateUnavailable
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.state import DecisionRecord, RedisState, Reservation, SourcedEvent
+from memberpulse.streams.state_codec import LAYOUT_VERSION, unpack_state
 from tests.helpers import NOW_MS, make_event
 
 pytestmark = pytest.mark.integration
@@ -122,6 +124,98 @@ def test_snapshot_from_redis_equals_fold_of_distinct_events(
         mine = [e for e in distinct if e.member_id == member]
         assert snapshot == fold(mine, now, base.state_spec())
     assert set(snapshots) == {e.member_id for e in arrival}
+
+
+@given(member_streams())
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_events_leaving_a_short_sequence_still_count_in_every_window(
+    base: Settings, case: tuple[list[Event], list[list[int]], int]
+) -> None:
+    """Layout 4 counts an event in the sequence or, once it has left, in its day bucket:
+    with L = 5 most events take the second path, late ones straight from the insert."""
+    arrival, plan, now = case
+    short = base.model_copy(update={"state_sequence_length": 5})
+    store = fresh(short)
+    delivery = sourced(arrival, short)
+    for batch in plan:
+        store.apply([delivery[i] for i in batch], now)
+    distinct, _late = admit(arrival, short.state_lateness_ms)
+    snapshots = store.read({e.member_id for e in arrival}, now)
+    for member, snapshot in snapshots.items():
+        mine = [e for e in distinct if e.member_id == member]
+        assert snapshot == fold(mine, now, short.state_spec())
+    assert set(snapshots) == {e.member_id for e in arrival}
+
+
+def test_lowering_the_sequence_length_keeps_every_count(base: Settings) -> None:
+    events = [
+        make_event(event_id=f"s{i}", ts=NOW_MS - (40 - i) * 3 * 3_600_000,
+                   type=EVENT_TYPES[i % len(EVENT_TYPES)], price=None)
+        for i in range(40)
+    ]  # fmt: skip
+    delivery = sourced(events, base)
+    wide = fresh(base)
+    wide.apply(delivery[:30], NOW_MS)
+    narrow_settings = base.model_copy(update={"redis_key_prefix": wide.prefix,
+                                              "state_sequence_length": 8})  # fmt: skip
+    narrow = RedisState(narrow_settings)
+    spec = narrow_settings.state_spec()
+    assert narrow.read(["M0000001"], NOW_MS)["M0000001"] == fold(events[:30], NOW_MS, spec)
+    result = narrow.apply(delivery[30:], NOW_MS)
+    assert result.snapshots["M0000001"] == fold(events, NOW_MS, spec)
+    stored = unpack_state(narrow.client.get(keys.member_keys(wide.prefix, "M0000001")[0]))
+    assert len(stored[4]) == 8 * 17  # trimmed to the new L, the rest in day buckets
+
+
+# --- layout 3 (before 2026-11-27) is read, and rewritten on the next apply --------------------
+
+V3 = json.loads((Path(__file__).parent / "data" / "state_v3.json").read_text())
+
+
+def layout_3_members(base: Settings) -> tuple[RedisState, dict[str, list[Event]], int]:
+    """A store holding the layout-3 blobs of the fixture, and each member's events."""
+    store = fresh(base)
+    events = {}
+    for member, entry in V3["members"].items():
+        key = keys.member_keys(store.prefix, member)[0]
+        store.client.set(key, bytes.fromhex(entry["blob"]))
+        events[member] = [Event(*fields) for fields in entry["events"]]
+    return store, events, int(V3["now"])
+
+
+def test_layout_3_state_reads_as_the_fold_of_its_events(base: Settings) -> None:
+    store, events, now = layout_3_members(base)
+    snapshots = store.read(events, now)
+    assert set(snapshots) == set(events)
+    for member, snapshot in snapshots.items():
+        assert snapshot == fold(events[member], now, base.state_spec())
+
+
+def test_layout_3_state_is_rewritten_as_layout_4_on_the_next_apply(base: Settings) -> None:
+    store, events, now = layout_3_members(base)
+    redelivered, fresh_events = [], []
+    for member, entry in V3["members"].items():
+        topic, partition, offset = entry["offsets"][-1]
+        redelivered.append(SourcedEvent(events[member][-1], topic, partition, offset))
+        for index in range(3):
+            event = make_event(event_id=f"{member}-new{index}", member_id=member,
+                               ts=now + (index + 1) * 3_600_000, item_id=f"N{index}")  # fmt: skip
+            fresh_events.append(
+                SourcedEvent(event, base.topic_purchases, 0, 1_000_000 + len(fresh_events))
+            )
+    sizes = {m: len(bytes.fromhex(entry["blob"])) for m, entry in V3["members"].items()}
+    later = now + 4 * 3_600_000
+    result = store.apply(redelivered + fresh_events, later)
+    assert (result.duplicates, result.applied) == (len(redelivered), len(fresh_events))
+    for member in events:
+        added = [item.event for item in fresh_events if item.event.member_id == member]
+        assert result.snapshots[member] == fold(events[member] + added, later, base.state_spec())
+        blob = store.client.get(keys.member_keys(store.prefix, member)[0])
+        assert unpack_state(blob)[0] == LAYOUT_VERSION
+        assert len(blob) < sizes[member] + 3 * 40  # 2 bytes less per record, buckets halved
+    # and the rewritten state goes on folding
+    result = store.apply(fresh_events, later)
+    assert (result.duplicates, result.applied) == (len(fresh_events), 0)
 
 
 # --- idempotence, explicitly ------------------------------------------------------------------
