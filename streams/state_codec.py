@@ -98,7 +98,7 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(state[8])]
     this_month = month_of(now)
     layout = state[0]
-    ts, kinds, quantities, prices = _records_of(layout, state[4])
+    ts, kinds, quantities, price_cents = _records_of(layout, state[4])
     # Layout 4 buckets hold only what left the sequence; layout 3 buckets hold everything.
     in_buckets = layout == 3
     counts, week_counts, week_active_days = _day_windows(
@@ -107,13 +107,13 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     items, categories = _split(state[5]), _split(state[6])
     if len(ts) > spec.sequence_length:  # L was lowered: apply.lua trims at the next event
         keep = slice(len(ts) - spec.sequence_length, None)
-        ts, kinds, quantities, prices = ts[keep], kinds[keep], quantities[keep], prices[keep]
-        items, categories = items[keep], categories[keep]
+        ts, kinds, quantities = ts[keep], kinds[keep], quantities[keep]
+        price_cents, items, categories = price_cents[keep], items[keep], categories[keep]
     events = EventSequence(
         items=tuple(items),
         types=tuple(map(EVENT_TYPES.__getitem__, kinds)),
         ts=ts,
-        prices=tuple([None if c == NO_PRICE else c / 100 for c in prices]),
+        prices=tuple([None if c == NO_PRICE else c / 100 for c in price_cents]),
         quantities=quantities,
         categories=tuple([c or None for c in categories]),
     )
