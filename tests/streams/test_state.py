@@ -169,7 +169,7 @@ def test_lowering_the_sequence_length_keeps_every_count(base: Settings) -> None:
 
 # --- layout 3 (before 2026-11-27) is read, and rewritten on the next apply --------------------
 
-V3 = json.loads((Path(__file__).parent / "data" / "state_v3.json").read_text())
+V3 = json.loads((Path(__file__).parent / "fixtures" / "state_v3.json").read_text())
 
 
 def layout_3_members(base: Settings) -> tuple[RedisState, dict[str, list[Event]], int]:
