@@ -59,9 +59,10 @@ LAYOUT_VERSION: Final = 4
 _LAYOUTS_READ: Final = (3, LAYOUT_VERSION)
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
-# Per layout: one record's struct format (the id hash skipped) and its size in bytes.
-# Layout 4 reads ts as a high u16 and a low u32 (struct has no 6-byte integer).
-_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17)}
+# Per layout: one record's struct format (the id hash skipped), its size in bytes and the
+# values it unpacks to. Layout 4 reads ts as a high u16 and a low u32 (struct has no
+# 6-byte integer).
+_RECORD: Final = {3: ("QxxxxBHi", 19, 4), 4: ("HIxxxxBHi", 17, 5)}
 _DAY_SIZE: Final = 2 * (len(EVENT_TYPES) + 1)
 _MONTH: Final = struct.Struct(">HIHI")  # month, purchases, cents high 16 bits, cents low 32
 _STAMP: Final = struct.Struct(">HI")
@@ -147,8 +148,7 @@ def _records_of(
     layout: int, numbers: bytes
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """The sequence records as columns: ts, type index, quantity, cents."""
-    record_format, size = _RECORD[layout]
-    stride = len(record_format) - record_format.count("x")
+    _format, size, stride = _RECORD[layout]
     # One C-level unpack of all records, then strided slices: per-record Python work is
     # what made this the slowest part of a snapshot (measured in BENCHMARKS.md).
     flat = _records(layout, len(numbers) // size).unpack(numbers)

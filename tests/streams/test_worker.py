@@ -355,7 +355,8 @@ def _run_workers(settings: Settings, events: list[Event], workers: int, log: Pat
     (dead-lettered as too late: a simulated hour is a few records here) could depend on
     timing. Two full-suite runs applied 1,903 and 1,831 of 1,933 that way round (not
     reproduced alone, even on a loaded machine). With the log complete before the first
-    fetch nothing depends on timing, and a shortfall now says where the events went.
+    fetch, the aligner sees every partition's records from the start; and a shortfall now
+    says where the events went.
     """
     produce_events(settings, events)
     with ExitStack() as stack:
