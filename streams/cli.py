@@ -231,7 +231,8 @@ def bench_state(
             f"{row['round_trips_per_batch']:.2f} round trips per batch"
         )
     out.line(f"bytes per member (L={report['sequence_length']}, all fields): "
-             f"{report['bytes_per_member']:,.0f}; with 4 events a day: "
+             f"{report['bytes_per_member']:,.0f}; with "
+             f"{report['dense_events_per_day']} events a day: "
              f"{report['bytes_per_member_dense']:,.0f}")  # fmt: skip
 
 

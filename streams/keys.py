@@ -1,6 +1,8 @@
 """Redis key names: every member key hash-tagged by member, so Redis Cluster works.
 
-`mp:{<tag>}:s` state, `mp:{<tag>}:d` decision state, `mp:{<tag>}:o` outbox. The tag is the
+`mp:{<tag>}:s` state (its value holds the decision state too, since layout 5),
+`mp:{<tag>}:o` outbox, and `mp:{<tag>}:d` the decision state of layouts 4 and older (read,
+folded into the state value, deleted). The tag is the
 member id itself when it is plain (letters, digits, `_ . - @`, at most 64 characters, not
 starting with `~`); anything else — braces, colons, `*`, spaces, newlines, long unicode —
 becomes `~` + 40 hex digits of its SHA-256, so no id can leave its key space, change the
@@ -31,7 +33,7 @@ def member_tag(member_id: str) -> str:
 
 
 def member_keys(prefix: str, member_id: str) -> tuple[str, str, str]:
-    """(state, decision, outbox) keys of a member."""
+    """(state, decision state of layouts 4 and older, outbox) keys of a member."""
     base = f"{prefix}:{{{member_tag(member_id)}}}:"
     return base + STATE, base + DECISION, base + OUTBOX
 

@@ -10,6 +10,8 @@ from typing import Final
 from memberpulse.streams.redis_client import RedisClient
 
 NAMES: Final = ("apply", "record", "idle", "budget")
+#: Shared Lua code, prepended to the scripts that use it (a script cannot import another).
+PRELUDES: Final = {"apply": ("value",), "record": ("value",), "idle": ("value",)}
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,10 @@ def load_sources() -> dict[str, Script]:
     folder = files("memberpulse.streams").joinpath("lua")
     scripts = {}
     for name in NAMES:
-        source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        source = "".join(
+            folder.joinpath(f"{part}.lua").read_text(encoding="utf-8")
+            for part in (*PRELUDES.get(name, ()), name)
+        )
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         scripts[name] = Script(name, source, sha)
     return scripts

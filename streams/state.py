@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 
 from memberpulse.models.snapshot import (
     TYPE_INDEX,
+    DecisionState,
     MemberSnapshot,
     cents,
     id_hash,
@@ -36,6 +37,7 @@ from memberpulse.streams.state_codec import (
     NO_CATEGORY,
     NO_PRICE,
     snapshot_from_state,
+    split_value,
     unpack_state,
 )
 from memberpulse.streams.state_types import (
@@ -329,20 +331,44 @@ class RedisState:
         values = self._pipeline(fetch)
         flat: dict[int, list[Any]] = {}
         for index, (partition, tag) in enumerate(tags):
-            flat.setdefault(partition, []).extend([tag, values[2 * index], values[2 * index + 1]])
+            state, decision, framed = split_value(values[2 * index])
+            if not framed:  # layout 4 and older: the decision state's own key
+                decision = values[2 * index + 1]
+            flat.setdefault(partition, []).extend([tag, state, decision])
         return list(flat.items())
 
     def read(self, members: Iterable[str], now: int) -> dict[str, MemberSnapshot]:
         """Snapshots of stored members as of `now` (members without state are left out)."""
         members = list(members)
-        blobs = self._pipeline(
+        values = self._pipeline(
             lambda pipe: [pipe.get(keys.member_keys(self._prefix, m)[0]) for m in members]
         )
-        return {
-            member: snapshot_from_state(unpack_state(blob), now, self._spec)
-            for member, blob in zip(members, blobs, strict=True)
-            if blob is not None
-        }
+        snapshots = {}
+        for member, value in zip(members, values, strict=True):
+            blob = split_value(value)[0]
+            if blob is not None:
+                snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
+        return snapshots
+
+    def decisions(self, members: Iterable[str]) -> dict[str, DecisionState]:
+        """Stored decision states (members without one are left out)."""
+        members = list(members)
+
+        def fetch(pipe: Any) -> None:
+            for member in members:
+                state_key, decision_key, _outbox = keys.member_keys(self._prefix, member)
+                pipe.get(state_key)
+                pipe.get(decision_key)  # layout 4 and older
+
+        values = self._pipeline(fetch)
+        out = {}
+        for index, member in enumerate(members):
+            _state, decision, framed = split_value(values[2 * index])
+            if not framed:
+                decision = values[2 * index + 1]
+            if decision is not None:
+                out[member] = decode_decision(decision)
+        return out
 
     # --- round trip 2 -------------------------------------------------------------------
 
@@ -355,16 +381,13 @@ class RedisState:
             for reservation in reservations:
                 self._budget_call(pipe, "reserve", reservation)
             for decision in decisions:
-                _state_key, decision_key, outbox_key = keys.member_keys(
-                    self._prefix, decision.member_id
-                )
+                member_keys = keys.member_keys(self._prefix, decision.member_id)
                 flat = [part for pair in decision.outbox.items() for part in pair]
                 pipe.execute_command(
                     "EVALSHA",
                     self._sha["record"],
-                    2,
-                    decision_key,
-                    outbox_key,
+                    len(member_keys),
+                    *member_keys,
                     self._ttl,
                     encode_decision(decision.state),
                     *flat,

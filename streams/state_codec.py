@@ -1,9 +1,14 @@
 """The Redis state layout (written by lua/apply.lua) and its reading into a snapshot.
 
-Stored per member as one msgpack array (positions 1-based, as in Lua):
- 1 layout version (4)   2 member_id   3 latest ts   4 first ts
- 5 recent sequence numbers, binary, 17 bytes per event, oldest first by (ts, id hash):
-   ts u48, id hash u32, type u8, quantity u16, unit price in cents i32 (-1: none)
+The value under a member's state key (lua/value.lua): byte 0xC1 (which starts no msgpack
+value), the decision state's length (u16), the decision state (opaque bytes written by
+round trip 2), then the state: one msgpack array (empty until the first applied event;
+positions 1-based, as in Lua):
+ 1 layout version (5)   2 member_id   3 latest ts   4 first ts
+ 5 recent sequence records, binary, 10 bytes per event, oldest first by (ts, id hash):
+   id hash u32, then ts × 32 + flags as a u48; flags: type index (bits 0-2), has a price
+   (8: its unit price in cents is the next entry of column 20), has a quantity other than
+   1 (16: the next entry of column 21). ts < 2^43 ms (the year 2248).
  6 recent sequence items, each followed by 0xFF (a byte UTF-8 never contains)
  7 recent sequence categories, the same ("" = none)
  8 day buckets of the events that have left the sequence, binary, 12 bytes each, by day:
@@ -15,14 +20,21 @@ Stored per member as one msgpack array (positions 1-based, as in Lua):
 15 recent purchases' items (0xFF-separated), newest first   16 their ts, u48 each
 17 applied offset per source {"<topic index>:<partition>": offset}
 18 latest day    19 latest month
+20 unit prices of the sequence events that have one, in order, i32 cents each
+21 quantities of the sequence events whose quantity is not 1, in order, u16 each
 Binary columns keep the msgpack array at a few dozen values: packing and unpacking one
 Lua value per number cost ~80 µs of ~120 µs per call in the first layouts. Reading is a
 pure function of (layout, now, spec), with the same windows as models/fold.py.
 
-Layout 3 differed in two ways: ts was u64 (19-byte records), and the day buckets counted
-every event, the sequence's too (~470 bytes of a full member counted twice). Layout-3
-blobs are still read here; apply.lua rewrites one as layout 4 when it next applies to it.
-u48 holds any ts the live decoder admits (2000-01-01 to now + a few minutes).
+Older layouts are still read here, and apply.lua rewrites one as layout 5 when it next
+applies to its member:
+- up to layout 4 the value was the bare msgpack array, and the decision state had a key
+  of its own (`…:d`, ~85 bytes of Redis overhead per member): the scripts fold it in;
+- layout 4 kept a fixed 17-byte record per event (ts u48, id hash u32, type u8, quantity
+  u16, cents i32 with -1 for no price) and no columns 20 and 21. Most events (clicks,
+  views) have no price and a quantity of 1, so 7 of those bytes were mostly constant;
+- layout 3 also had u64 ts (19-byte records), and its day buckets counted every event,
+  the sequence's too (~470 bytes of a full member counted twice).
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import accumulate, repeat
-from operator import add, floordiv, lshift, or_
+from operator import add, and_, floordiv, lshift, or_, rshift
 from typing import Any, Final
 
 import msgpack
@@ -55,24 +67,52 @@ from memberpulse.models.snapshot import (
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.errors import StateUnavailable
 
-LAYOUT_VERSION: Final = 4
-_LAYOUTS_READ: Final = (3, LAYOUT_VERSION)
+LAYOUT_VERSION: Final = 5
+_LAYOUTS_READ: Final = (3, 4, LAYOUT_VERSION)
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
-# Per layout: one record's struct format (the id hash skipped), its size in bytes and the
-# values it unpacks to. Layout 4 reads ts as a high u16 and a low u32 (struct has no
-# 6-byte integer).
-_RECORD: Final = {3: ("QxxxxBHi", 19, 4), 4: ("HIxxxxBHi", 17, 5)}
+# Per layout: one record's struct format (the id hash skipped) and its size in bytes. A
+# u48 is read as a high u16 and a low u32 (struct has no 6-byte integer).
+_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17), 5: ("xxxxHI", 10)}
+_FLAG_BITS: Final = 5
+_FLAGS: Final = (1 << _FLAG_BITS) - 1
+_TYPE_MASK: Final = 7
+_HAS_PRICE: Final = 8
+_HAS_QUANTITY: Final = 16
+# bytes.translate tables over the flag bytes: the type index, and 1 where a flag is set.
+_TYPE_TABLE: Final = bytes(flag & _TYPE_MASK for flag in range(256))
+_HAS_PRICE_TABLE: Final = bytes(int(bool(flag & _HAS_PRICE)) for flag in range(256))
+_HAS_QUANTITY_TABLE: Final = bytes(int(bool(flag & _HAS_QUANTITY)) for flag in range(256))
+_PRICE: Final = struct.Struct(">i")
+_QUANTITY: Final = struct.Struct(">H")
 _DAY_SIZE: Final = 2 * (len(EVENT_TYPES) + 1)
 _MONTH: Final = struct.Struct(">HIHI")  # month, purchases, cents high 16 bits, cents low 32
 _STAMP: Final = struct.Struct(">HI")
 _SEP_TEXT: Final = "\udcff"  # byte 0xFF (ends each id in a list column) after decoding
 _NTYPES: Final = len(EVENT_TYPES)
+_FRAME: Final = b"\xc1"
+_DECISION_LENGTH: Final = struct.Struct(">H")
 _ZEROS: Final = (0,) * _NTYPES
 # Sequence counts per type packed into one int, a 16-bit lane per type (a window holds at
 # most L ≤ 1024 of them), read back as little-endian u16s.
 _LANES: Final = tuple(1 << (16 * index) for index in range(_NTYPES))
 _LANES_OUT: Final = struct.Struct("<" + "H" * _NTYPES)
+
+
+def split_value(value: bytes | None) -> tuple[bytes | None, bytes | None, bool]:
+    """(state blob, decision state, framed) of a state key's value; None where absent.
+
+    `framed` is False for a value written by layout 4 or older, whose decision state is
+    under its own key.
+    """
+    if value is None:
+        return None, None, False
+    if value[:1] != _FRAME:
+        return value, None, False
+    (length,) = _DECISION_LENGTH.unpack_from(value, 1)
+    start = 1 + _DECISION_LENGTH.size
+    state = value[start + length :]
+    return state or None, value[start : start + length] or None, True
 
 
 def unpack_state(blob: bytes) -> list[Any]:
@@ -99,8 +139,8 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     month_rows = [(m, n, (hi << 32) | lo) for m, n, hi, lo in _MONTH.iter_unpack(state[8])]
     this_month = month_of(now)
     layout = state[0]
-    ts, kinds, quantities, price_cents = _records_of(layout, state[4])
-    # Layout 4 buckets hold only what left the sequence; layout 3 buckets hold everything.
+    ts, kinds, quantities, prices = _records_of(state)
+    # Buckets hold only what left the sequence; layout 3's held everything.
     in_buckets = layout == 3
     counts, week_counts, week_active_days = _day_windows(
         state[7], today, () if in_buckets else ts, () if in_buckets else kinds
@@ -109,12 +149,12 @@ def snapshot_from_state(state: list[Any], now: int, spec: StateSpec) -> MemberSn
     if len(ts) > spec.sequence_length:  # L was lowered: apply.lua trims at the next event
         keep = slice(len(ts) - spec.sequence_length, None)
         ts, kinds, quantities = ts[keep], kinds[keep], quantities[keep]
-        price_cents, items, categories = price_cents[keep], items[keep], categories[keep]
+        prices, items, categories = prices[keep], items[keep], categories[keep]
     events = EventSequence(
         items=tuple(items),
         types=tuple(map(EVENT_TYPES.__getitem__, kinds)),
         ts=ts,
-        prices=tuple([None if c == NO_PRICE else c / 100 for c in price_cents]),
+        prices=prices,
         quantities=quantities,
         categories=tuple([c or None for c in categories]),
     )
@@ -145,18 +185,45 @@ def _split(column: bytes) -> list[str]:
 
 
 def _records_of(
-    layout: int, numbers: bytes
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """The sequence records as columns: ts, type index, quantity, cents."""
-    _format, size, stride = _RECORD[layout]
+    state: list[Any],
+) -> tuple[tuple[int, ...], Sequence[int], tuple[int, ...], tuple[float | None, ...]]:
+    """The sequence records as columns: ts, type index, quantity, unit price."""
+    layout, numbers = state[0], state[4]
+    size = _RECORD[layout][1]
     # One C-level unpack of all records, then strided slices: per-record Python work is
     # what made this the slowest part of a snapshot (measured in BENCHMARKS.md).
     flat = _records(layout, len(numbers) // size).unpack(numbers)
-    if stride == 4:  # layout 3: ts u64
-        ts = flat[0::4]
-    else:
+    if layout == 3:  # ts u64
+        return flat[0::4], flat[1::4], flat[2::4], _prices(flat[3::4])
+    if layout == 4:
         ts = tuple(map(or_, map(lshift, flat[0::5], repeat(32)), flat[1::5]))
-    return ts, flat[stride - 3 :: stride], flat[stride - 2 :: stride], flat[stride - 1 :: stride]
+        return ts, flat[2::5], flat[3::5], _prices(flat[4::5])
+    # u48 = ts << 5 | flags, read as a high u16 and a low u32
+    high, low = flat[0::2], flat[1::2]
+    ts = tuple(
+        map(or_, map(lshift, high, repeat(32 - _FLAG_BITS)), map(rshift, low, repeat(_FLAG_BITS)))
+    )
+    flags = bytes(map(and_, low, repeat(_FLAGS)))  # byte-wise tables below are C loops
+    price_column, quantity_column = state[19], state[20]
+    priced = flags.translate(_HAS_PRICE_TABLE).count(1) * _PRICE.size
+    counted = flags.translate(_HAS_QUANTITY_TABLE).count(1) * _QUANTITY.size
+    if (priced, counted) != (len(price_column), len(quantity_column)):
+        raise StateUnavailable(f"member state {state[1]!r}: sparse columns do not match")
+    if price_column:
+        next_price = iter(_PRICE.iter_unpack(price_column)).__next__
+        prices = tuple([next_price()[0] / 100 if flag & _HAS_PRICE else None for flag in flags])
+    else:
+        prices = (None,) * len(flags)
+    if quantity_column:
+        next_quantity = iter(_QUANTITY.iter_unpack(quantity_column)).__next__
+        quantities = tuple([next_quantity()[0] if flag & _HAS_QUANTITY else 1 for flag in flags])
+    else:
+        quantities = (1,) * len(flags)
+    return ts, flags.translate(_TYPE_TABLE), quantities, prices
+
+
+def _prices(cents: Sequence[int]) -> tuple[float | None, ...]:
+    return tuple([None if c == NO_PRICE else c / 100 for c in cents])
 
 
 @lru_cache(maxsize=1024)

@@ -27,6 +27,7 @@ def test_wheel_has_only_the_memberpulse_import_root(tmp_path: Path) -> None:
                          + ".dist-info"}  # fmt: skip
     for required in ("memberpulse/streams/cli.py", "memberpulse/models/fold.py",
                      "memberpulse/export/__init__.py", "memberpulse/streams/lua/apply.lua",
+                     "memberpulse/streams/lua/value.lua",
                      "memberpulse/streams/py.typed"):  # fmt: skip
         assert required in names
     assert not any(name.startswith("memberpulse/__init__") for name in names)

@@ -1,6 +1,7 @@
 -- Apply the events of a micro-batch, member by member (round trip 1).
 --
--- KEYS: per member, 3 keys: state, decision state (opaque bytes), outbox (hash).
+-- KEYS: per member, 3 keys: state (its value also holds the decision state: value.lua),
+--   the decision state key of layouts 4 and older (folded in, then deleted), outbox (hash).
 -- ARGV[1] msgpack {ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent}
 -- ARGV[1 + m] msgpack {member, delivered_ids, events} for the m-th member; each event is
 --   {source, offset, ts, id_hash32, item, type_index(0-based), cents(-1 = none),
@@ -16,8 +17,14 @@
 -- packing and unpacking hundreds of Lua numbers and tables cost ~80 us of ~120 us per
 -- call in the first layouts. Every rule mirrors models/fold.py.
 
-local LAYOUT, DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 4, 60, 13, 5, 2
-local REC, REC_FMT = 17, '>I6I4BHi4'  -- ts, id hash, type, quantity, cents
+local LAYOUT, DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 5, 60, 13, 5, 2
+-- A sequence record: id hash u32, then ts * FLAG_UNIT + flags in a u48 (ts < 2^43 ms, the
+-- year 2248; exact in a Lua double). Flags: type index (bits 0-2), HAS_PRICE (its unit
+-- price is the next entry of the price column, st[20]), HAS_QTY (its quantity, other
+-- than 1, is the next entry of the quantity column, st[21]).
+local REC, FLAG_UNIT, TYPE_MASK, HAS_PRICE, HAS_QTY = 10, 32, 7, 8, 16
+local PRICE_FMT, PRICE_REC, QTY_FMT, QTY_REC = '>i4', 4, '>H', 2  -- cents, quantity
+local REC4, REC4_FMT = 17, '>I6I4BHi4'  -- layout 4: ts, id hash, type, quantity, cents
 local DAY_REC, MONTH_REC = 12, 12      -- >H day + 5 x >H count; >H month >I4 n >I6 cents
 local MAX_COUNT = 65535                -- per member, day and type; the fold saturates too
 local SEP = '\255'
@@ -70,18 +77,40 @@ end
 local function count_seq() return #st[5] / REC end
 
 local function rec_ts_hash(i)  -- 1-based
-  local ts, h = struct.unpack('>I6I4', st[5], (i - 1) * REC + 1)
-  return ts, h
+  local h, packed = struct.unpack('>I4I6', st[5], (i - 1) * REC + 1)
+  return math.floor(packed / FLAG_UNIT), h
+end
+
+local function rec_flags(i)
+  return struct.unpack('>I6', st[5], (i - 1) * REC + 5) % FLAG_UNIT
+end
+
+-- Records before position `pos` that carry `flag`: the index into its sparse column.
+local function flagged_before(pos, flag)
+  local n = 0
+  for i = 1, pos - 1 do
+    if bit.band(rec_flags(i), flag) ~= 0 then n = n + 1 end
+  end
+  return n
+end
+
+-- Insert `value` into a sparse column before the entries of records from `pos` on.
+local function insert_sparse(column, pos, flag, size, value)
+  local cut = flagged_before(pos, flag) * size
+  st[column] = string.sub(st[column], 1, cut) .. value .. string.sub(st[column], cut + 1)
 end
 
 -- A duplicate carries the same id hash, ts and item as an event still in the sequence.
 local function seen(ts, h, item)
-  local needle = struct.pack('>I6I4', ts, h)
+  local needle = struct.pack('>I4', h)
   local from = 1
   while true do
     local at = string.find(st[5], needle, from, true)
     if not at then return false end
-    if (at - 1) % REC == 0 and split(st[6])[(at - 1) / REC + 1] == item then return true end
+    if (at - 1) % REC == 0 then
+      local i = (at - 1) / REC + 1
+      if rec_ts_hash(i) == ts and split(st[6])[i] == item then return true end
+    end
     from = at + 1
   end
 end
@@ -94,24 +123,34 @@ local function insert_event(ts, h, t, qty, cents, item, cat)
     if pts < ts or (pts == ts and ph <= h) then break end
     pos = pos - 1
   end
+  local flags = t
+  if cents >= 0 then flags = flags + HAS_PRICE end
+  if qty ~= 1 then flags = flags + HAS_QTY end
   local cut = (pos - 1) * REC
-  st[5] = string.sub(st[5], 1, cut) .. struct.pack(REC_FMT, ts, h, t, qty, cents)
-          .. string.sub(st[5], cut + 1)
   if pos == n + 1 then
+    if cents >= 0 then st[20] = st[20] .. struct.pack(PRICE_FMT, cents) end
+    if qty ~= 1 then st[21] = st[21] .. struct.pack(QTY_FMT, qty) end
     st[6] = st[6] .. item .. SEP
     st[7] = st[7] .. cat .. SEP
   else
+    if cents >= 0 then insert_sparse(20, pos, HAS_PRICE, PRICE_REC, struct.pack(PRICE_FMT, cents)) end
+    if qty ~= 1 then insert_sparse(21, pos, HAS_QTY, QTY_REC, struct.pack(QTY_FMT, qty)) end
     local items, cats = split(st[6]), split(st[7])
     table.insert(items, pos, item)
     table.insert(cats, pos, cat)
     st[6], st[7] = join(items), join(cats)
   end
+  st[5] = string.sub(st[5], 1, cut) .. struct.pack('>I4I6', h, ts * FLAG_UNIT + flags)
+          .. string.sub(st[5], cut + 1)
   -- An event leaving the sequence moves into its day bucket (a loop: L may have shrunk).
   -- Buckets older than any window are pruned after the batch; skip them here.
   while #st[5] > L * REC do
-    local old_ts, _, old_t = struct.unpack('>I6I4B', st[5], 1)
+    local old_ts = rec_ts_hash(1)
+    local old_flags = rec_flags(1)
     local old_day = math.floor(old_ts / MS_PER_DAY)
-    if old_day > st[18] - DAYS_KEPT then add_day(old_day, old_t) end
+    if old_day > st[18] - DAYS_KEPT then add_day(old_day, bit.band(old_flags, TYPE_MASK)) end
+    if bit.band(old_flags, HAS_PRICE) ~= 0 then st[20] = string.sub(st[20], PRICE_REC + 1) end
+    if bit.band(old_flags, HAS_QTY) ~= 0 then st[21] = string.sub(st[21], QTY_REC + 1) end
     st[5] = string.sub(st[5], REC + 1)
     st[6], st[7] = drop_first(st[6]), drop_first(st[7])
   end
@@ -224,7 +263,7 @@ local function migrate_from_3()
   local old, records = st[5], {}
   for i = 1, #old / 19 do
     local ts, h, t, qty, cents = struct.unpack('>I8I4BHi4', old, (i - 1) * 19 + 1)
-    records[i] = struct.pack(REC_FMT, ts, h, t, qty, cents)
+    records[i] = struct.pack(REC4_FMT, ts, h, t, qty, cents)
     local day = math.floor(ts / MS_PER_DAY)
     local days = st[8]
     for j = 1, #days / DAY_REC do
@@ -247,25 +286,51 @@ local function migrate_from_3()
     if string.sub(row, 3) ~= string.rep('\0', DAY_REC - 2) then kept[#kept + 1] = row end
   end
   st[8] = table.concat(kept)
+  st[1] = 4
+end
+
+-- Layout 4 -> 5: fixed 17-byte records (ts u48, id hash, type, quantity, cents or -1)
+-- become 10-byte records; prices and quantities other than 1 move to sparse columns.
+local function migrate_from_4()
+  local old, records, prices, quantities = st[5], {}, {}, {}
+  for i = 1, #old / REC4 do
+    local ts, h, t, qty, cents = struct.unpack(REC4_FMT, old, (i - 1) * REC4 + 1)
+    local flags = t
+    if cents >= 0 then
+      flags = flags + HAS_PRICE
+      prices[#prices + 1] = struct.pack(PRICE_FMT, cents)
+    end
+    if qty ~= 1 then
+      flags = flags + HAS_QTY
+      quantities[#quantities + 1] = struct.pack(QTY_FMT, qty)
+    end
+    records[i] = struct.pack('>I4I6', h, ts * FLAG_UNIT + flags)
+  end
+  st[5], st[20], st[21] = table.concat(records), table.concat(prices), table.concat(quantities)
   st[1] = LAYOUT
 end
 
 -- apply ---------------------------------------------------------------------------------------
 local function apply_member(state_key, decision_key, outbox_key, args)
   local member = args[1]
-  local raw = redis.call('GET', state_key)
-  if raw then
+  local value = redis.call('GET', state_key)
+  local raw, decision, framed = split_value(value)
+  -- layout 4 and older kept the decision state under a key of its own: fold it in
+  local old_decision = not framed and redis.call('GET', decision_key)
+  if old_decision then decision = old_decision end
+  if raw ~= '' then
     st = cmsgpack.unpack(raw)
     if st[2] ~= member then
       return redis.error_reply('state key ' .. state_key .. ' holds another member')
     end
     if st[1] == 3 then migrate_from_3() end
+    if st[1] == 4 then migrate_from_4() end
     if st[1] ~= LAYOUT then
       return redis.error_reply('state key ' .. state_key .. ' has unknown layout ' .. tostring(st[1]))
     end
   else
     st = {LAYOUT, member, 0, 0, '', '', '', '', '', {0, 0, 0, 0, 0}, 0, 0,
-          {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0}
+          {0, 0, 0, 0}, {0, 0, 0, 0}, '', '', {}, 0, 0, '', ''}
   end
   local statuses = {}
   local offsets = st[17]
@@ -333,18 +398,18 @@ local function apply_member(state_key, decision_key, outbox_key, args)
     close_clusters(st[14], st[3] - lateness)
   end
 
+  -- A member with no applied event has no state: its value holds a decision state at most.
   local blob = false
-  if st[3] > 0 then  -- a member with no applied event gets no state key
-    blob = cmsgpack.pack(st)
-    redis.call('SET', state_key, blob, 'PX', ttl)
+  if st[3] > 0 then blob = cmsgpack.pack(st) end
+  if blob or decision then
+    redis.call('SET', state_key, join_value(blob or '', decision), 'PX', ttl)
   end
+  if old_decision then redis.call('DEL', decision_key) end
 
   local delivered = args[2]
   if #delivered > 0 then redis.call('HDEL', outbox_key, unpack(delivered)) end
   local pending = redis.call('HGETALL', outbox_key)
   if #pending > 0 then redis.call('PEXPIRE', outbox_key, ttl) end
-  local decision = redis.call('GET', decision_key)
-  if decision then redis.call('PEXPIRE', decision_key, ttl) end
   return {blob, decision, pending, table.concat(statuses)}
 end
 

@@ -8,8 +8,10 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 local out = {}
 for _, tag in ipairs(due) do
   local base = ARGV[3] .. ':{' .. tag .. '}:'
+  local state, decision, framed = split_value(redis.call('GET', base .. 's'))
+  if not framed then decision = redis.call('GET', base .. 'd') end  -- layout 4 and older
   out[#out + 1] = tag
-  out[#out + 1] = redis.call('GET', base .. 's')
-  out[#out + 1] = redis.call('GET', base .. 'd')
+  out[#out + 1] = state ~= '' and state
+  out[#out + 1] = decision
 end
 return out

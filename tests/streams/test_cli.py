@@ -271,4 +271,5 @@ def test_bench_state_reports_throughput_round_trips_and_memory(
     # a member whose sequence spans 16 days keeps buckets for the other 44 days of the windows
     assert 0 < report["bytes_per_member"] < report["bytes_per_member_dense"]
     detail = report["bytes_per_member_detail"]
-    assert detail["total"] == pytest.approx(detail["state"] + detail["decision_state"])
+    assert detail["total"] == pytest.approx(detail["state_key"] + detail["other_keys"])
+    assert detail["other_keys"] == 0  # the decision state is in the state key's value

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -24,7 +25,8 @@ from memberpulse.streams import keys
 from memberpulse.streams.errors import StateUnavailable
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.state import DecisionRecord, RedisState, Reservation, SourcedEvent
-from memberpulse.streams.state_codec import LAYOUT_VERSION, unpack_state
+from memberpulse.streams.state_codec import LAYOUT_VERSION, split_value, unpack_state
+from memberpulse.streams.state_types import encode_decision
 from tests.helpers import NOW_MS, make_event
 
 pytestmark = pytest.mark.integration
@@ -163,38 +165,60 @@ def test_lowering_the_sequence_length_keeps_every_count(base: Settings) -> None:
     assert narrow.read(["M0000001"], NOW_MS)["M0000001"] == fold(events[:30], NOW_MS, spec)
     result = narrow.apply(delivery[30:], NOW_MS)
     assert result.snapshots["M0000001"] == fold(events, NOW_MS, spec)
-    stored = unpack_state(narrow.client.get(keys.member_keys(wide.prefix, "M0000001")[0]))
-    assert len(stored[4]) == 8 * 17  # trimmed to the new L, the rest in day buckets
+    stored = stored_state(narrow, "M0000001")
+    assert len(stored[4]) == 8 * 10  # trimmed to the new L, the rest in day buckets
 
 
-# --- layout 3 (before 2026-11-27) is read, and rewritten on the next apply --------------------
+def stored_state(store: RedisState, member: str) -> list[Any]:
+    """The member's state array as stored (its key's value holds the decision state too)."""
+    blob = split_value(store.client.get(keys.member_keys(store.prefix, member)[0]))[0]
+    assert blob is not None
+    return unpack_state(blob)
 
-V3 = json.loads((Path(__file__).parent / "fixtures" / "state_v3.json").read_text())
+
+# --- older layouts (3: before 2026-11-27, 4: before 2026-11-28) are read, and rewritten -----
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OLD_LAYOUTS = {
+    layout: json.loads((FIXTURES / f"state_v{layout}.json").read_text()) for layout in (3, 4)
+}
 
 
-def layout_3_members(base: Settings) -> tuple[RedisState, dict[str, list[Event]], int]:
-    """A store holding the layout-3 blobs of the fixture, and each member's events."""
+def old_layout_members(
+    base: Settings, layout: int
+) -> tuple[RedisState, dict[str, list[Event]], int]:
+    """A store holding the fixture's blobs of `layout`, each under the state key as those
+    layouts wrote it, with a decision state under its own key; and each member's events."""
     store = fresh(base)
     events = {}
-    for member, entry in V3["members"].items():
-        key = keys.member_keys(store.prefix, member)[0]
-        store.client.set(key, bytes.fromhex(entry["blob"]))
+    for member, entry in OLD_LAYOUTS[layout]["members"].items():
+        state_key, decision_key, _outbox = keys.member_keys(store.prefix, member)
+        store.client.set(state_key, bytes.fromhex(entry["blob"]))
+        store.client.set(decision_key, encode_decision(old_decision(member)))
+        assert stored_state(store, member)[0] == layout
         events[member] = [Event(*fields) for fields in entry["events"]]
-    return store, events, int(V3["now"])
+    return store, events, int(OLD_LAYOUTS[layout]["now"])
 
 
-def test_layout_3_state_reads_as_the_fold_of_its_events(base: Settings) -> None:
-    store, events, now = layout_3_members(base)
+def old_decision(member: str) -> DecisionState:
+    return DecisionState(last_risk=0.25, episodes={"churn": len(member)}, armed=False)
+
+
+@pytest.mark.parametrize("layout", [3, 4])
+def test_old_layout_state_reads_as_the_fold_of_its_events(base: Settings, layout: int) -> None:
+    store, events, now = old_layout_members(base, layout)
     snapshots = store.read(events, now)
     assert set(snapshots) == set(events)
     for member, snapshot in snapshots.items():
         assert snapshot == fold(events[member], now, base.state_spec())
+    assert store.decisions(events) == {member: old_decision(member) for member in events}
 
 
-def test_layout_3_state_is_rewritten_as_layout_4_on_the_next_apply(base: Settings) -> None:
-    store, events, now = layout_3_members(base)
+@pytest.mark.parametrize("layout", [3, 4])
+def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout: int) -> None:
+    store, events, now = old_layout_members(base, layout)
     redelivered, fresh_events = [], []
-    for member, entry in V3["members"].items():
+    for member, entry in OLD_LAYOUTS[layout]["members"].items():
         topic, partition, offset = entry["offsets"][-1]
         redelivered.append(SourcedEvent(events[member][-1], topic, partition, offset))
         for index in range(3):
@@ -203,19 +227,68 @@ def test_layout_3_state_is_rewritten_as_layout_4_on_the_next_apply(base: Setting
             fresh_events.append(
                 SourcedEvent(event, base.topic_purchases, 0, 1_000_000 + len(fresh_events))
             )
-    sizes = {m: len(bytes.fromhex(entry["blob"])) for m, entry in V3["members"].items()}
+    old = OLD_LAYOUTS[layout]["members"]
+    sizes = {m: len(bytes.fromhex(entry["blob"])) for m, entry in old.items()}
     later = now + 4 * 3_600_000
     result = store.apply(redelivered + fresh_events, later)
     assert (result.duplicates, result.applied) == (len(redelivered), len(fresh_events))
     for member in events:
         added = [item.event for item in fresh_events if item.event.member_id == member]
         assert result.snapshots[member] == fold(events[member] + added, later, base.state_spec())
-        blob = store.client.get(keys.member_keys(store.prefix, member)[0])
-        assert unpack_state(blob)[0] == LAYOUT_VERSION
-        assert len(blob) < sizes[member] + 3 * 40  # 2 bytes less per record, buckets halved
+        assert stored_state(store, member)[0] == LAYOUT_VERSION
+        value = store.client.get(keys.member_keys(store.prefix, member)[0])
+        # 3 events more and the decision state, but at least 40 records 7 bytes shorter
+        # each (9 from layout 3)
+        assert len(value) < sizes[member]
+        # the decision state moved into the state key's value, its own key is gone
+        assert result.decision_states[member] == old_decision(member)
+        assert member_key_names(store, member) == [
+            keys.member_keys(store.prefix, member)[0].encode()
+        ]
+    assert store.decisions(events) == {member: old_decision(member) for member in events}
     # and the rewritten state goes on folding
     result = store.apply(fresh_events, later)
     assert (result.duplicates, result.applied) == (len(fresh_events), 0)
+
+
+def test_record_on_an_old_layout_value_keeps_its_state_and_moves_the_decision(
+    base: Settings,
+) -> None:
+    store, events, now = old_layout_members(base, 4)
+    member = "M-a"
+    newer = DecisionState(last_risk=0.75, next_idle_check=now)
+    store.record([DecisionRecord(member, 0, newer, {})])
+    assert member_key_names(store, member) == [keys.member_keys(store.prefix, member)[0].encode()]
+    assert store.decisions([member]) == {member: newer}
+    assert stored_state(store, member)[0] == 4  # the state itself is rewritten by apply
+    assert store.read([member], now)[member] == fold(events[member], now, base.state_spec())
+    due = store.apply([], now, idle_partitions=[0])
+    assert due.decision_states[member] == newer
+    assert due.idle_due[member] == fold(events[member], now, base.state_spec())
+
+
+def test_a_decision_recorded_before_any_event_is_kept(base: Settings) -> None:
+    store = fresh(base)
+    early = DecisionState(last_risk=0.5, armed=False)
+    store.record([DecisionRecord("M0000001", 0, early, {})])
+    assert store.read(["M0000001"], NOW_MS) == {}
+    assert store.decisions(["M0000001"]) == {"M0000001": early}
+    event = make_event()
+    result = store.apply(sourced([event], base), NOW_MS)
+    assert result.decision_states["M0000001"] == early
+    assert result.snapshots["M0000001"] == fold([event], NOW_MS, base.state_spec())
+
+
+def test_a_decision_state_too_large_for_its_frame_is_refused(base: Settings) -> None:
+    store = fresh(base)
+    store.apply(sourced([make_event()], base), NOW_MS)
+    huge = DecisionState(recommendation_fingerprint="x" * 70_000)
+    with pytest.raises(redis.exceptions.ResponseError, match="at most 65535 fit"):
+        store.record([DecisionRecord("M0000001", 0, huge, {})])
+    assert store.decisions(["M0000001"]) == {}
+    assert store.read(["M0000001"], NOW_MS)["M0000001"] == fold(
+        [make_event()], NOW_MS, base.state_spec()
+    )
 
 
 # --- idempotence, explicitly ------------------------------------------------------------------
@@ -289,12 +362,12 @@ def test_every_key_has_a_ttl_and_one_hash_slot(base: Settings) -> None:
     store.apply(sourced([make_event()], base), NOW_MS)
     store.record([record_for("M0000001")], [Reservation("r1", "coupons", 20000, 500, 10_000)])
     names = list(store.client.scan_iter(match=f"{base_prefix(store)}:*"))
-    assert len(names) == 5  # state, decision, outbox, idle set, budget ledger
+    assert len(names) == 4  # state (with the decision state), outbox, idle set, budget ledger
     for name in names:
         ttl = store.client.pttl(name)
         assert 0 < ttl <= base.state_ttl_ms, name
     member_keys = member_key_names(store, "M0000001")
-    assert len(member_keys) == 3
+    assert len(member_keys) == 2
     assert len({key_slot(name) for name in member_keys}) == 1
 
 

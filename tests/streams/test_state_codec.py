@@ -1,16 +1,19 @@
-"""Window counts of a stored state (pure): day buckets plus the events still in the sequence."""
+"""Reading a stored state (pure): sequence records and their sparse columns, and the window
+counts of day buckets plus the events still in the sequence."""
 
 from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.snapshot import MAX_DAY_COUNT
 from memberpulse.models.timeutil import MS_PER_DAY
-from memberpulse.streams.state_codec import _day_windows, _merged_rows
+from memberpulse.streams.errors import StateUnavailable
+from memberpulse.streams.state_codec import _day_windows, _merged_rows, _records_of
 
 TODAY = 20_400
 NTYPES = len(EVENT_TYPES)
@@ -57,3 +60,30 @@ def test_the_fast_path_equals_merging_the_rows_first(
     assert _day_windows(days, TODAY, ts, kinds) == _day_windows(
         struct.pack(f">{len(merged)}H", *merged), TODAY, (), ()
     )
+
+
+def layout_5_records(events: list[tuple[int, int, int, int, int]]) -> bytes:
+    """Sequence records as apply.lua writes them: id hash u32, ts × 32 + flags as a u48."""
+    out = b""
+    for ts, id_hash, kind, has_price, has_quantity in events:
+        packed = ts * 32 + kind + 8 * has_price + 16 * has_quantity
+        out += struct.pack(">IHI", id_hash, packed >> 32, packed & 0xFFFFFFFF)
+    return out
+
+
+def test_layout_5_records_read_back_with_their_sparse_columns() -> None:
+    ts = TODAY * MS_PER_DAY
+    records = layout_5_records([(ts, 7, 0, 0, 0), (ts + 1, 9, 2, 1, 1), (ts + 2, 1, 4, 1, 0)])
+    state = [5, "M1", *[None] * 2, records, *[None] * 14, b"\x00\x00\x07\xcf\x00\x00\x00\x00",
+             b"\x00\x03"]  # fmt: skip
+    stamps, kinds, quantities, prices = _records_of(state)
+    assert (stamps, tuple(kinds), quantities, prices) == (
+        (ts, ts + 1, ts + 2), (0, 2, 4), (1, 3, 1), (None, 19.99, 0.0)
+    )  # fmt: skip
+
+
+def test_sparse_columns_that_do_not_match_their_flags_are_refused() -> None:
+    records = layout_5_records([(TODAY * MS_PER_DAY, 7, 2, 1, 0)])
+    state = [5, "M1", *[None] * 2, records, *[None] * 14, b"", b""]
+    with pytest.raises(StateUnavailable, match="sparse columns do not match"):
+        _records_of(state)

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from memberpulse.models.contract import Event
 from memberpulse.models.fold import fold
-from memberpulse.streams import keys
+from memberpulse.models.snapshot import DecisionState
 from memberpulse.streams.kafka import (
     client_config,
     ensure_topics,
@@ -32,7 +32,6 @@ from memberpulse.streams.redis_client import make_redis
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.state import RedisState
-from memberpulse.streams.state_types import decode_decision
 from memberpulse.streams.worker_process import WorkerProcess
 from tests.helpers import (
     TOPIC_SETTINGS,
@@ -189,11 +188,10 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
         kind, rest = ident.split(":", 1)
         member, episode = rest.rsplit(":", 1)
         episodes[(member, kind)].append(int(episode))
-    redis = make_redis(isolated)
     members = {e.member_id for e in events}
+    decisions = RedisState(isolated).decisions(members)
     for member in members:
-        blob = redis.get(keys.member_keys(isolated.redis_key_prefix, member)[1])
-        state = decode_decision(blob)
+        state = decisions.get(member, DecisionState())
         for kind, count in state.episodes.items():
             assert sorted(episodes[(member, kind)]) == list(range(1, count + 1)), (member, kind)
     # no event lost: nothing was committed before it was applied (batch delivery registers
