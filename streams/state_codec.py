@@ -43,7 +43,7 @@ import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import accumulate, repeat
+from itertools import accumulate, compress, repeat
 from operator import add, and_, floordiv, lshift, or_, rshift
 from typing import Any, Final
 
@@ -205,21 +205,27 @@ def _records_of(
     )
     flags = bytes(map(and_, low, repeat(_FLAGS)))  # byte-wise tables below are C loops
     price_column, quantity_column = state[19], state[20]
-    priced = flags.translate(_HAS_PRICE_TABLE).count(1) * _PRICE.size
-    counted = flags.translate(_HAS_QUANTITY_TABLE).count(1) * _QUANTITY.size
-    if (priced, counted) != (len(price_column), len(quantity_column)):
+    has_price, has_quantity = (
+        flags.translate(_HAS_PRICE_TABLE),
+        flags.translate(_HAS_QUANTITY_TABLE),
+    )
+    if (has_price.count(1) * _PRICE.size, has_quantity.count(1) * _QUANTITY.size) != (
+        len(price_column),
+        len(quantity_column),
+    ):
         raise StateUnavailable(f"member state {state[1]!r}: sparse columns do not match")
+    # Fill in the few events that carry a value; `compress` picks their positions in C.
+    prices: list[float | None] = [None] * len(flags)
     if price_column:
-        next_price = iter(_PRICE.iter_unpack(price_column)).__next__
-        prices = tuple([next_price()[0] / 100 if flag & _HAS_PRICE else None for flag in flags])
-    else:
-        prices = (None,) * len(flags)
+        cents = struct.unpack(f">{len(price_column) // _PRICE.size}i", price_column)
+        for at, value in zip(compress(range(len(flags)), has_price), cents, strict=True):
+            prices[at] = value / 100
+    quantities = [1] * len(flags)
     if quantity_column:
-        next_quantity = iter(_QUANTITY.iter_unpack(quantity_column)).__next__
-        quantities = tuple([next_quantity()[0] if flag & _HAS_QUANTITY else 1 for flag in flags])
-    else:
-        quantities = (1,) * len(flags)
-    return ts, flags.translate(_TYPE_TABLE), quantities, prices
+        counts = struct.unpack(f">{len(quantity_column) // _QUANTITY.size}H", quantity_column)
+        for at, value in zip(compress(range(len(flags)), has_quantity), counts, strict=True):
+            quantities[at] = value
+    return ts, flags.translate(_TYPE_TABLE), tuple(quantities), tuple(prices)
 
 
 def _prices(cents: Sequence[int]) -> tuple[float | None, ...]:
