@@ -45,6 +45,7 @@ from memberpulse.streams.errors import ConfigError, StateUnavailable
 from memberpulse.streams.kafka import fetch_max_wait_ms, group_timing_ms, partition_counts
 from memberpulse.streams.logs import logging_config
 from memberpulse.streams.processor import BatchProcessor, BatchReport, Decoded, InRecord
+from memberpulse.streams.runtime import tune_gc
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.sink import KafkaSink, OutputsNotConfirmed
 from memberpulse.streams.state import RedisState
@@ -316,6 +317,7 @@ class Worker:
             self.settings.worker_web_port,
             self.models.current().version,
         )
+        tune_gc(self.settings)
         worker.execute_from_commandline()
 
 

@@ -11,6 +11,7 @@ from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event
 from memberpulse.models.snapshot import DecisionState
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams import keys
+from memberpulse.streams.runtime import tune_gc
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.state import DecisionRecord, RedisState, SourcedEvent
 
@@ -149,6 +150,7 @@ def bytes_per_member(
 def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[str, object]:
     """The whole benchmark; each run uses its own key prefix and cleans up after itself."""
     events = simulated_events(settings, members, days, seed)
+    tune_gc(settings)  # the worker's process settings, applied at the same point: before batch 1
     results = []
     for size in BATCH_SIZES:
         stores = []

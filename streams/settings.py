@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     idle_tick_s: float = Field(1.0, gt=0, description="wall seconds between idle-check passes")
     worker_retry_backoff_s: float = Field(0.5, gt=0, description="first retry of a failed batch")
     worker_retry_backoff_max_s: float = Field(10.0, gt=0)
+    worker_gc_gen0_threshold: int = Field(
+        50_000,
+        ge=0,
+        description="allocations between young-generation GC passes, applied with "
+        "gc.freeze() of everything loaded at start (0: Python's defaults, 700)",
+    )
     failpoint_kill_after_record: int = Field(
         0,
         ge=0,
