@@ -331,9 +331,7 @@ class RedisState:
         values = self._pipeline(fetch)
         flat: dict[int, list[Any]] = {}
         for index, (partition, tag) in enumerate(tags):
-            state, decision, framed = split_value(values[2 * index])
-            if not framed:  # layout 4 and older: the decision state's own key
-                decision = values[2 * index + 1]
+            state, decision = split_value(values[2 * index], values[2 * index + 1])
             flat.setdefault(partition, []).extend([tag, state, decision])
         return list(flat.items())
 
@@ -363,9 +361,7 @@ class RedisState:
         values = self._pipeline(fetch)
         out = {}
         for index, member in enumerate(members):
-            _state, decision, framed = split_value(values[2 * index])
-            if not framed:
-                decision = values[2 * index + 1]
+            _state, decision = split_value(values[2 * index], values[2 * index + 1])
             if decision is not None:
                 out[member] = decode_decision(decision)
         return out

@@ -99,20 +99,19 @@ _LANES: Final = tuple(1 << (16 * index) for index in range(_NTYPES))
 _LANES_OUT: Final = struct.Struct("<" + "H" * _NTYPES)
 
 
-def split_value(value: bytes | None) -> tuple[bytes | None, bytes | None, bool]:
-    """(state blob, decision state, framed) of a state key's value; None where absent.
+def split_value(
+    value: bytes | None, old_decision: bytes | None = None
+) -> tuple[bytes | None, bytes | None]:
+    """(state blob, decision state) of a state key's value; None where absent.
 
-    `framed` is False for a value written by layout 4 or older, whose decision state is
-    under its own key.
+    A value written by layout 4 or older is the bare state: its decision state is
+    `old_decision`, the value of the member's own decision key then.
     """
-    if value is None:
-        return None, None, False
-    if value[:1] != _FRAME:
-        return value, None, False
+    if value is None or value[:1] != _FRAME:
+        return value, old_decision
     (length,) = _DECISION_LENGTH.unpack_from(value, 1)
     start = 1 + _DECISION_LENGTH.size
-    state = value[start + length :]
-    return state or None, value[start : start + length] or None, True
+    return value[start + length :] or None, value[start : start + length] or None
 
 
 def unpack_state(blob: bytes) -> list[Any]:
