@@ -145,8 +145,9 @@ local function insert_event(ts, h, t, qty, cents, item, cat)
   -- An event leaving the sequence moves into its day bucket (a loop: L may have shrunk).
   -- Buckets older than any window are pruned after the batch; skip them here.
   while #st[5] > L * REC do
-    local old_ts = rec_ts_hash(1)
-    local old_flags = rec_flags(1)
+    local _, packed = struct.unpack('>I4I6', st[5], 1)
+    local old_flags = packed % FLAG_UNIT
+    local old_ts = (packed - old_flags) / FLAG_UNIT
     local old_day = math.floor(old_ts / MS_PER_DAY)
     if old_day > st[18] - DAYS_KEPT then add_day(old_day, bit.band(old_flags, TYPE_MASK)) end
     if bit.band(old_flags, HAS_PRICE) ~= 0 then st[20] = string.sub(st[20], PRICE_REC + 1) end
