@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     state_idle_fetch_limit: int = Field(
         256, ge=1, description="idle-due members fetched per partition and batch"
     )
+    state_members_per_call: int = Field(
+        8,
+        ge=1,
+        description="members per apply.lua call of `apply` on standalone Redis: it derives "
+        "the snapshots of one call's members while Redis runs the next (a Cluster: 1)",
+    )
 
     # --- Decisions ---------------------------------------------------------------
     churn_alert_threshold: float | None = Field(

@@ -1,7 +1,9 @@
 """Rolling member state in Redis: one round trip per micro-batch, idempotent, bounded.
 
-`apply` sends one pipeline: an `apply.lua` call per touched member (atomic per member),
-budget releases, and the idle-due fetch of each partition; `record` sends one pipeline:
+`apply` sends one pipeline: `apply.lua` calls for the touched members (atomic per member;
+a few members per call on standalone Redis, so that the snapshots of one call's members
+are derived while Redis runs the next), budget releases, and the idle-due fetch of each
+partition; `record` sends one pipeline:
 budget reservations, then a `record.lua` call per member and the idle-schedule updates.
 On a Cluster a pipeline is one call per node, and the idle fetch takes a second step.
 Re-sending a pipeline is always safe: each member's state records the highest offset it
@@ -72,6 +74,7 @@ class _Sent(NamedTuple):
     members: list[str]
     by_member: dict[str, list[SourcedEvent]]
     member_replies: list[Any]
+    snapshots: list[MemberSnapshot | None] | None  # per member, when derived while reading
     idle_replies: list[tuple[int, Any]]  # (partition, reply)
     budget_replies: list[tuple[tuple[str, int], Any]]
 
@@ -133,7 +136,14 @@ class RedisState:
         reservations to give back. `budgets`: (budget, day) ledgers whose spent total to read.
         """
         sent = self._send(
-            events, now, delivered or {}, idle_partitions, releases, partition_now or {}, budgets
+            events,
+            now,
+            delivered or {},
+            idle_partitions,
+            releases,
+            partition_now or {},
+            budgets,
+            early=True,
         )
         return self._finish(sent)
 
@@ -163,8 +173,12 @@ class RedisState:
         releases: Sequence[Reservation],
         partition_now: Mapping[int, int],
         budgets: Sequence[tuple[str, int]],
+        early: bool = False,
     ) -> _Sent:
-        """Round trip 1 itself: every byte exchanged with Redis, nothing decoded yet."""
+        """Round trip 1 itself: every byte exchanged with Redis. `early`: derive each
+        member's snapshot as soon as its script call's reply is read (on standalone Redis,
+        while Redis runs the next call); otherwise nothing is decoded yet.
+        """
         by_member: dict[str, list[SourcedEvent]] = {}
         for item in events:
             by_member.setdefault(item.event.member_id, []).append(item)
@@ -174,10 +188,28 @@ class RedisState:
             self._apply_args(member, by_member.get(member, []), delivered.get(member))
             for member in members
         ]
-        # Standalone: the whole batch in one script call. Cluster: one call per member (its
-        # keys pick the node); the pipeline still makes it one round trip per node.
-        indexes = list(range(len(members)))
-        groups = [[i] for i in indexes] if self._cluster else [indexes] if indexes else []
+        # Standalone: a few members per script call when they are decoded while reading,
+        # else the whole batch in one (fewer, larger replies wake a waiting I/O thread less
+        # often). Cluster: one call per member (its keys pick the node); still one round
+        # trip per node.
+        if self._cluster:
+            per_call = 1
+        else:
+            per_call = self._settings.state_members_per_call if early else max(1, len(members))
+        groups = [
+            list(range(start, min(start + per_call, len(members))))
+            for start in range(0, len(members), per_call)
+        ]
+        snapshots: list[MemberSnapshot | None] = [None] * len(members)
+
+        def derive(index: int, reply: Any) -> None:
+            if index >= len(groups):
+                return  # budget and idle replies are read in `_finish`
+            for at, member_reply in zip(groups[index], reply, strict=True):
+                items = by_member.get(members[at], [])
+                snapshots[at] = self._snapshot(
+                    member_reply, items, self._member_now(items, now, partition_now)
+                )
 
         def build(pipe: Any) -> None:
             for group in groups:
@@ -206,7 +238,7 @@ class RedisState:
                         self._prefix,
                     )
 
-        replies = self._pipeline(build)
+        replies = self._pipeline(build, derive if early else None)
         member_replies = [reply for group_reply in replies[: len(groups)] for reply in group_reply]
         rest = replies[len(groups) + len(releases) :]
         budget_replies = list(zip(budgets, rest[: len(budgets)], strict=True))
@@ -219,19 +251,32 @@ class RedisState:
         else:
             idle_replies = list(zip(idle_partitions, rest[len(budgets) :], strict=True))
         return _Sent(
-            now, partition_now, members, by_member, member_replies, idle_replies, budget_replies
+            now,
+            partition_now,
+            members,
+            by_member,
+            member_replies,
+            snapshots if early else None,
+            idle_replies,
+            budget_replies,
         )
 
     def _finish(self, sent: _Sent) -> ApplyResult:
         """Decode what a round trip returned (pure CPU, no I/O)."""
         result = ApplyResult()
-        for member, reply in zip(sent.members, sent.member_replies, strict=True):
+        for index, (member, reply) in enumerate(
+            zip(sent.members, sent.member_replies, strict=True)
+        ):
             items = sent.by_member.get(member, [])
-            partition = items[0].partition if items else None
-            now = sent.now if partition is None else sent.partition_now.get(partition, sent.now)
-            self._collect(result, member, items, reply, now)
-            if member in result.snapshots and partition is not None:
-                result.partitions[member] = partition
+            now = self._member_now(items, sent.now, sent.partition_now)
+            snapshot = (
+                self._snapshot(reply, items, now)
+                if sent.snapshots is None
+                else sent.snapshots[index]
+            )
+            self._collect(result, member, items, reply, now, snapshot)
+            if snapshot is not None and items:
+                result.partitions[member] = items[0].partition
         for partition, reply in sent.idle_replies:
             self._collect_idle(
                 result, reply, sent.partition_now.get(partition, sent.now), partition
@@ -265,18 +310,41 @@ class RedisState:
         packed: bytes = msgpack.packb((member, list(delivered or ()), events))
         return packed
 
+    @staticmethod
+    def _member_now(
+        items: Sequence[SourcedEvent], now: int, partition_now: Mapping[int, int]
+    ) -> int:
+        """The event time a member's snapshot is taken at: its partition's, else the batch's."""
+        return partition_now.get(items[0].partition, now) if items and partition_now else now
+
+    def _snapshot(
+        self, reply: Any, items: Sequence[SourcedEvent], now: int
+    ) -> MemberSnapshot | None:
+        """The snapshot in a member's apply reply; None when nothing is stored or the call
+        only confirmed outbox ids."""
+        blob = reply[0]
+        if not blob or not items:
+            return None
+        return snapshot_from_state(unpack_state(blob), now, self._spec)
+
     def _collect(
-        self, result: ApplyResult, member: str, items: Sequence[SourcedEvent], reply: Any, now: int
+        self,
+        result: ApplyResult,
+        member: str,
+        items: Sequence[SourcedEvent],
+        reply: Any,
+        now: int,
+        snapshot: MemberSnapshot | None,
     ) -> None:
-        blob, decision, pending, statuses = reply
+        _blob, decision, pending, statuses = reply
         if pending:
             entries = iter(pending)
             result.pending_outbox[member] = {
                 k.decode(): v for k, v in zip(entries, entries, strict=True)
             }
-        if not blob or not items:  # nothing stored, or only outbox ids were confirmed
+        if snapshot is None:
             return
-        result.snapshots[member] = snapshot_from_state(unpack_state(blob), now, self._spec)
+        result.snapshots[member] = snapshot
         result.now[member] = now
         result.decision_states[member] = decode_decision(decision)
         for item, status in zip(items, statuses.decode(), strict=True):
@@ -419,22 +487,38 @@ class RedisState:
 
     # --- transport ------------------------------------------------------------------------
 
-    def _pipeline(self, build: Callable[[Any], object]) -> list[Any]:
-        """Run one pipeline (one round trip; one per node on a Cluster), with retries."""
+    def _pipeline(
+        self,
+        build: Callable[[Any], object],
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        """Run one pipeline (one round trip; one per node on a Cluster), with retries.
 
-        def once() -> list[Any]:
+        `on_reply(index, reply)` is called for each successful reply: on standalone Redis
+        as soon as it is read, while Redis still runs the commands after it; on a Cluster
+        once all are in. A re-sent pipeline calls it again for the new replies.
+        """
+
+        def run() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             build(pipe)
             if not len(pipe):
                 return []
             self.round_trips += 1
+            if on_reply is not None and not self._cluster:
+                return _streamed(self._client, pipe, on_reply)
             replies: list[Any] = pipe.execute(raise_on_error=False)
+            if on_reply is not None:
+                for index, reply in enumerate(replies):
+                    if not isinstance(reply, Exception):
+                        on_reply(index, reply)
+            return replies
+
+        def once() -> list[Any]:
+            replies = run()
             if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                 register(self._client, self._scripts)  # restarted or flushed: load, re-send
-                self.round_trips += 1
-                pipe = self._client.pipeline(transaction=False)
-                build(pipe)
-                replies = pipe.execute(raise_on_error=False)
+                replies = run()
             errors = [r for r in replies if isinstance(r, Exception)]
             if errors:
                 raise errors[0]
@@ -456,6 +540,35 @@ class RedisState:
                 time.sleep(delay)  # backoff between retries, not test synchronisation
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def _streamed(client: Any, pipe: Any, on_reply: Callable[[int, Any], None]) -> list[Any]:
+    """Execute a standalone pipeline as one write, reading its replies one by one and
+    handing each successful one to `on_reply` before reading the next: Redis runs command
+    N+1 while the caller works on reply N. Error replies are returned, not raised. If
+    anything fails part-way (the socket or `on_reply`), the connection is dropped, never
+    returned to its pool with replies still unread.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    replies: list[Any] = []
+    try:
+        commands = [args for args, _options in pipe.command_stack]
+        connection.send_packed_command(connection.pack_commands(commands))
+        for index, (args, options) in enumerate(pipe.command_stack):
+            try:
+                reply = pipe.parse_response(connection, args[0], **options)
+            except redis.exceptions.ResponseError as exc:
+                reply = exc
+            replies.append(reply)
+            if not isinstance(reply, Exception):
+                on_reply(index, reply)
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    return replies
 
 
 def _conforms(store: RedisState) -> StateStore:

@@ -40,11 +40,11 @@ applies to its member:
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import accumulate, compress, repeat
-from operator import add, and_, floordiv, lshift, or_, rshift
+from itertools import compress, repeat
+from operator import and_, floordiv, lshift, mul, or_, rshift
 from typing import Any, Final
 
 import msgpack
@@ -71,16 +71,17 @@ LAYOUT_VERSION: Final = 5
 _LAYOUTS_READ: Final = (3, 4, LAYOUT_VERSION)
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
-# Per layout: one record's struct format (the id hash skipped) and its size in bytes. A
-# u48 is read as a high u16 and a low u32 (struct has no 6-byte integer).
-_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17), 5: ("xxxxHI", 10)}
+# Per layout: one record's struct format (the id hash skipped) and its size in bytes.
+# Layout 4's u48 is read as a high u16 and a low u32 (struct has no 6-byte integer); layout
+# 5's as a u64 that starts 2 bytes early, inside the id hash, whose 16 bits are masked off.
+_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17), 5: ("xxQ", 10)}
+_U48: Final = (1 << 48) - 1
 _FLAG_BITS: Final = 5
-_FLAGS: Final = (1 << _FLAG_BITS) - 1
 _TYPE_MASK: Final = 7
 _HAS_PRICE: Final = 8
 _HAS_QUANTITY: Final = 16
 # bytes.translate tables over the flag bytes: the type index, and 1 where a flag is set.
-_TYPE_TABLE: Final = bytes(flag & _TYPE_MASK for flag in range(256))
+_TYPE_TABLE: Final = bytes(flag & _TYPE_MASK for flag in range(256))  # any byte: bits 0-4
 _HAS_PRICE_TABLE: Final = bytes(int(bool(flag & _HAS_PRICE)) for flag in range(256))
 _HAS_QUANTITY_TABLE: Final = bytes(int(bool(flag & _HAS_QUANTITY)) for flag in range(256))
 _PRICE: Final = struct.Struct(">i")
@@ -92,11 +93,13 @@ _SEP_TEXT: Final = "\udcff"  # byte 0xFF (ends each id in a list column) after d
 _NTYPES: Final = len(EVENT_TYPES)
 _FRAME: Final = b"\xc1"
 _DECISION_LENGTH: Final = struct.Struct(">H")
-_ZEROS: Final = (0,) * _NTYPES
-# Sequence counts per type packed into one int, a 16-bit lane per type (a window holds at
-# most L ≤ 1024 of them), read back as little-endian u16s.
-_LANES: Final = tuple(1 << (16 * index) for index in range(_NTYPES))
-_LANES_OUT: Final = struct.Struct("<" + "H" * _NTYPES)
+# Window and week counts packed into one int (`_day_windows`): a 32-bit lane per range and
+# type (a range spans at most 60 days of saturated u16 day counts, < 2^22), read back as
+# little-endian u32s; a day and a type share one table key, `day << 3 | type`.
+_LANE_BITS: Final = 32
+_TYPE_BITS: Final = 3
+_LANES_OUT: Final = struct.Struct("<" + "I" * _NTYPES * (len(WINDOWS) + WEEKS))
+_NONE: Final = repeat(0)  # the default of each table lookup: a day no range reads
 
 
 def split_value(
@@ -197,12 +200,10 @@ def _records_of(
     if layout == 4:
         ts = tuple(map(or_, map(lshift, flat[0::5], repeat(32)), flat[1::5]))
         return ts, flat[2::5], flat[3::5], _prices(flat[4::5])
-    # u48 = ts << 5 | flags, read as a high u16 and a low u32
-    high, low = flat[0::2], flat[1::2]
-    ts = tuple(
-        map(or_, map(lshift, high, repeat(32 - _FLAG_BITS)), map(rshift, low, repeat(_FLAG_BITS)))
-    )
-    flags = bytes(map(and_, low, repeat(_FLAGS)))  # byte-wise tables below are C loops
+    # u48 = ts << 5 | flags; the flags are each record's last byte (the tables below mask
+    # them, and byte-wise tables are C loops)
+    ts = tuple(map(rshift, map(and_, flat, repeat(_U48)), repeat(_FLAG_BITS)))
+    flags = numbers[size - 1 :: size]
     price_column, quantity_column = state[19], state[20]
     has_price, has_quantity = (
         flags.translate(_HAS_PRICE_TABLE),
@@ -214,16 +215,20 @@ def _records_of(
     ):
         raise StateUnavailable(f"member state {state[1]!r}: sparse columns do not match")
     # Fill in the few events that carry a value; `compress` picks their positions in C.
-    prices: list[float | None] = [None] * len(flags)
+    prices: Sequence[float | None] = (None,) * len(flags)
     if price_column:
+        prices = list(prices)
         cents = struct.unpack(f">{len(price_column) // _PRICE.size}i", price_column)
         for at, value in zip(compress(range(len(flags)), has_price), cents, strict=True):
             prices[at] = value / 100
-    quantities = [1] * len(flags)
+        prices = tuple(prices)
+    quantities: Sequence[int] = (1,) * len(flags)
     if quantity_column:
+        quantities = list(quantities)
         counts = struct.unpack(f">{len(quantity_column) // _QUANTITY.size}H", quantity_column)
         for at, value in zip(compress(range(len(flags)), has_quantity), counts, strict=True):
             quantities[at] = value
+        quantities = tuple(quantities)
     return ts, flags.translate(_TYPE_TABLE), tuple(quantities), tuple(prices)
 
 
@@ -259,9 +264,9 @@ def _day_windows(
     """Counts per window, per week (oldest first) and active days per week, of the day
     buckets plus the sequence events given (ts ascending, type indices).
 
-    Each source is summed per range by prefix sums and bisection over its ascending days;
-    the sequence's counts travel packed, one lane per type, so that its prefix sums are
-    one C-level `accumulate`.
+    Every count of every range is one lane of a single packed int: an event adds the
+    table's value for its (day, type), which holds a 1 in the lane of each range that
+    contains that day, so the whole sum is one C-level `sum` (`_range_tables`).
     """
     flat = _day_records(len(days) // _DAY_SIZE).unpack(days)
     stride = _NTYPES + 1
@@ -270,37 +275,44 @@ def _day_windows(
     if flat and seq_ts and max(flat) > MAX_DAY_COUNT - len(seq_ts):
         # a bucket near saturation: the sum of both sources must saturate per day and type
         flat, seq_ts, seq_kinds = _merged_rows(flat, seq_ts, seq_kinds), (), ()
-    ranges = _ranges(today)
-    totals = [_ZEROS] * len(ranges)
-    day_column: Sequence[int] = flat[0::stride]
+    per_event, per_day = _range_tables(today)
+    seq_days = list(map(floordiv, seq_ts, repeat(MS_PER_DAY)))
+    packed = sum(
+        map(per_event.get, map(or_, map(lshift, seq_days, repeat(_TYPE_BITS)), seq_kinds), _NONE)
+    )
+    active_days = set(seq_days)
     if flat:
-        prefixes = [
-            list(accumulate(flat[1 + index :: stride], initial=0)) for index in range(_NTYPES)
-        ]
-        for at, (first, last) in enumerate(ranges):
-            low, high = bisect_left(day_column, first), bisect_right(day_column, last)
-            if high > low:
-                totals[at] = tuple([prefix[high] - prefix[low] for prefix in prefixes])
-    if seq_ts:
-        seq_days = list(map(floordiv, seq_ts, repeat(MS_PER_DAY)))
-        packed = list(accumulate(map(_LANES.__getitem__, seq_kinds), initial=0))
-        for at, (first, last) in enumerate(ranges):
-            low, high = bisect_left(seq_days, first), bisect_right(seq_days, last)
-            if high > low:
-                lanes = _LANES_OUT.unpack(
-                    (packed[high] - packed[low]).to_bytes(_LANES_OUT.size, "little")
-                )
-                totals[at] = lanes if totals[at] is _ZEROS else tuple(map(add, totals[at], lanes))
-        distinct = list(dict.fromkeys(seq_days))  # ascending already
-        day_column = sorted({*day_column, *distinct}) if day_column else distinct
+        day_column = flat[0::stride]
+        active_days.update(day_column)
+        shifted = list(map(lshift, day_column, repeat(_TYPE_BITS)))
+        for kind in range(_NTYPES):
+            lanes = map(per_event.get, map(or_, shifted, repeat(kind)), _NONE)
+            packed += sum(map(mul, flat[1 + kind :: stride], lanes))
+    totals = _LANES_OUT.unpack(packed.to_bytes(_LANES_OUT.size, "little"))
+    per_range = [totals[at : at + _NTYPES] for at in range(0, len(totals), _NTYPES)]
     windows = len(WINDOWS)
-    counts = dict(zip(WINDOWS, totals[:windows], strict=True))
+    counts = dict(zip(WINDOWS, per_range[:windows], strict=True))
     # Every row is an active day: apply.lua creates a bucket with its first event's count.
-    active = [
-        bisect_right(day_column, last) - bisect_left(day_column, first)
-        for first, last in ranges[windows:]
-    ]
-    return counts, tuple(reversed(totals[windows:])), tuple(reversed(active))
+    active = sum(map(per_day.get, active_days, _NONE)).to_bytes(WEEKS, "little")
+    return counts, tuple(reversed(per_range[windows:])), tuple(reversed(active))
+
+
+@lru_cache(maxsize=8)
+def _range_tables(today: int) -> tuple[dict[int, int], dict[int, int]]:
+    """For `_day_windows`: per `day << 3 | type`, one event's packed contribution to every
+    range of `_ranges(today)` (a 32-bit lane per range and type); per day, its contribution
+    to each week's count of active days (an 8-bit lane per week, newest first). Days that
+    no range reads are absent."""
+    ranges = _ranges(today)
+    per_event, per_day = {}, {}
+    for day in range(today - DAYS_KEPT + 1, today + 1):
+        inside = [at for at, (first, last) in enumerate(ranges) if first <= day <= last]
+        for kind in range(_NTYPES):
+            per_event[day << _TYPE_BITS | kind] = sum(
+                1 << (_LANE_BITS * (at * _NTYPES + kind)) for at in inside
+            )
+        per_day[day] = sum(1 << (8 * (at - len(WINDOWS))) for at in inside if at >= len(WINDOWS))
+    return per_event, per_day
 
 
 def _merged_rows(

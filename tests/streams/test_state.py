@@ -514,6 +514,66 @@ def test_apply_stream_gives_what_apply_gives_batch_by_batch(base: Settings) -> N
     assert overlapped.round_trips == one_by_one.round_trips
 
 
+def _many_members(count: int, members: int) -> list[Event]:
+    """`count` events over `members` members, every type, some with no price or quantity 1."""
+    return [
+        make_event(
+            event_id=f"c{i}",
+            member_id=f"M{i % members}",
+            type=EVENT_TYPES[i % len(EVENT_TYPES)],
+            price=None if i % 3 else 5.0 + i,
+            quantity=1 + i % 2,
+            ts=NOW_MS - (count - i) * 3_600_000,
+        )
+        for i in range(count)
+    ]
+
+
+def test_apply_over_several_script_calls_gives_each_member_its_fold(base: Settings) -> None:
+    """Snapshots are derived call by call while Redis runs the next: each must still be its
+    own member's, in its own batch's order."""
+    events = _many_members(200, 23)
+    delivery = sourced(events, base)
+    store = fresh(base, state_members_per_call=3)
+    result = store.apply(delivery, NOW_MS)
+    assert (result.applied, result.duplicates, store.round_trips) == (200, 0, 1)
+    assert set(result.snapshots) == {f"M{i}" for i in range(23)}
+    for member, snapshot in result.snapshots.items():
+        mine = [e for e in events if e.member_id == member]
+        assert snapshot == fold(mine, NOW_MS, base.state_spec())
+    whole = fresh(base, state_members_per_call=1000)  # one call for the whole batch
+    assert whole.apply(delivery, NOW_MS).snapshots == result.snapshots
+    again = store.apply(delivery, NOW_MS)
+    assert (again.applied, again.duplicates) == (0, 200)
+
+
+def test_a_reply_that_fails_to_decode_leaves_no_unread_replies_behind(
+    base: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoding error part-way through a batch raises and drops the connection, whose
+    later replies are unread: the next round trip gets its own replies, not those."""
+    events = _many_members(60, 12)
+    delivery = sourced(events, base)
+    store = fresh(base, state_members_per_call=2)
+    derive = store._snapshot
+    calls = itertools.count()
+
+    def failing_once(*args: Any) -> Any:
+        if next(calls) == 1:
+            raise StateUnavailable("cannot read this member")
+        return derive(*args)
+
+    monkeypatch.setattr(store, "_snapshot", failing_once)
+    with pytest.raises(StateUnavailable, match="cannot read"):
+        store.apply(delivery, NOW_MS)
+    redelivered = store.apply(delivery, NOW_MS)  # applied by Redis: all duplicates now
+    assert (redelivered.applied, redelivered.duplicates) == (0, 60)
+    for member, snapshot in redelivered.snapshots.items():
+        mine = [e for e in events if e.member_id == member]
+        assert snapshot == fold(mine, NOW_MS, base.state_spec())
+    assert store.client.ping()
+
+
 def test_redis_going_away_mid_stream_raises_and_reports_nothing_applied(tmp_path: Path) -> None:
     from memberpulse.streams import launcher
 
