@@ -184,10 +184,15 @@ class RedisState:
             by_member.setdefault(item.event.member_id, []).append(item)
         members = list(by_member)
         members += [m for m in delivered if m not in by_member]
-        member_args = [
-            self._apply_args(member, by_member.get(member, []), delivered.get(member))
-            for member in members
-        ]
+        member_args: dict[int, bytes] = {}  # built as each call is: its write goes first
+
+        def args_of(index: int) -> bytes:
+            if index not in member_args:
+                member = members[index]
+                member_args[index] = self._apply_args(
+                    member, by_member.get(member, []), delivered.get(member)
+                )
+            return member_args[index]
         # Standalone: a few members per script call when they are decoded while reading,
         # else the whole batch in one (fewer, larger replies wake a waiting I/O thread less
         # often). Cluster: one call per member (its keys pick the node); still one round
@@ -220,7 +225,7 @@ class RedisState:
                     len(member_keys),
                     *member_keys,
                     self._apply_common,
-                    *(member_args[i] for i in group),
+                    *map(args_of, group),
                 )
             for reservation in releases:
                 self._budget_call(pipe, "release", reservation)
@@ -500,13 +505,15 @@ class RedisState:
         """
 
         def run() -> list[Any]:
+            if on_reply is not None and not self._cluster:
+                sent, streamed = _streamed(self._client, build, on_reply)
+                self.round_trips += bool(sent)
+                return streamed
             pipe = self._client.pipeline(transaction=False)
             build(pipe)
             if not len(pipe):
                 return []
             self.round_trips += 1
-            if on_reply is not None and not self._cluster:
-                return _streamed(self._client, pipe, on_reply)
             replies: list[Any] = pipe.execute(raise_on_error=False)
             if on_reply is not None:
                 for index, reply in enumerate(replies):
@@ -542,22 +549,42 @@ class RedisState:
         raise AssertionError("unreachable")
 
 
-def _streamed(client: Any, pipe: Any, on_reply: Callable[[int, Any], None]) -> list[Any]:
-    """Execute a standalone pipeline as one write, reading its replies one by one and
-    handing each successful one to `on_reply` before reading the next: Redis runs command
-    N+1 while the caller works on reply N. Error replies are returned, not raised. If
-    anything fails part-way (the socket or `on_reply`), the connection is dropped, never
-    returned to its pool with replies still unread.
+class _Sending:
+    """What `build` needs of a pipeline, writing each command as soon as it is built:
+    Redis runs the first calls while the later ones are still being built, and sends each
+    reply on its own instead of after a whole buffer of commands."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.commands: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> None:
+        self._connection.send_packed_command(self._connection.pack_command(*args))
+        self.commands.append((args, options))
+
+    def hget(self, name: str, key: str) -> None:
+        self.execute_command("HGET", name, key)
+
+
+def _streamed(
+    client: Any, build: Callable[[Any], object], on_reply: Callable[[int, Any], None]
+) -> tuple[int, list[Any]]:
+    """Run a standalone pipeline command by command: each is written as `build` makes it,
+    then the replies are read one by one, each successful one handed to `on_reply` before
+    the next is read, so Redis runs call N+1 while the caller works on reply N. Returns
+    (commands sent, replies); error replies are returned, not raised. If anything fails
+    part-way (the socket or `on_reply`), the connection is dropped, never returned to its
+    pool with replies unread.
     """
     pool = client.connection_pool
     connection = pool.get_connection()
     replies: list[Any] = []
     try:
-        commands = [args for args, _options in pipe.command_stack]
-        connection.send_packed_command(connection.pack_commands(commands))
-        for index, (args, options) in enumerate(pipe.command_stack):
+        sending = _Sending(connection)
+        build(sending)
+        for index, (args, options) in enumerate(sending.commands):
             try:
-                reply = pipe.parse_response(connection, args[0], **options)
+                reply = client.parse_response(connection, args[0], **options)
             except redis.exceptions.ResponseError as exc:
                 reply = exc
             replies.append(reply)
@@ -568,7 +595,7 @@ def _streamed(client: Any, pipe: Any, on_reply: Callable[[int, Any], None]) -> l
         raise
     finally:
         pool.release(connection)
-    return replies
+    return len(sending.commands), replies
 
 
 def _conforms(store: RedisState) -> StateStore:
