@@ -1,9 +1,9 @@
 """Rolling member state in Redis: one round trip per micro-batch, idempotent, bounded.
 
 `apply` sends one pipeline: `apply.lua` calls for the touched members (atomic per member;
-a few members per call on standalone Redis, so that the snapshots of one call's members
-are derived while Redis runs the next), budget releases, and the idle-due fetch of each
-partition; `record` sends one pipeline:
+on standalone Redis a few members per call, each call written as soon as it is built and
+its members' snapshots derived while Redis runs the next; no command waits for a reply),
+budget releases, and the idle-due fetch of each partition; `record` sends one pipeline:
 budget reservations, then a `record.lua` call per member and the idle-schedule updates.
 On a Cluster a pipeline is one call per node, and the idle fetch takes a second step.
 Re-sending a pipeline is always safe: each member's state records the highest offset it
