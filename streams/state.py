@@ -193,6 +193,7 @@ class RedisState:
                     member, by_member.get(member, []), delivered.get(member)
                 )
             return member_args[index]
+
         # Standalone: a few members per script call when they are decoded while reading,
         # else the whole batch in one (fewer, larger replies wake a waiting I/O thread less
         # often). Cluster: one call per member (its keys pick the node); still one round
