@@ -508,7 +508,8 @@ class RedisState:
         def run() -> list[Any]:
             if on_reply is not None and not self._cluster:
                 sent, streamed = _streamed(self._client, build, on_reply)
-                self.round_trips += bool(sent)
+                if sent:
+                    self.round_trips += 1
                 return streamed
             pipe = self._client.pipeline(transaction=False)
             build(pipe)

@@ -31,6 +31,7 @@ from tests.helpers import NOW_MS, make_event
 
 pytestmark = pytest.mark.integration
 _prefixes = itertools.count()
+RECORD_BYTES = 8  # per sequence event, in the current layout
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +167,7 @@ def test_lowering_the_sequence_length_keeps_every_count(base: Settings) -> None:
     result = narrow.apply(delivery[30:], NOW_MS)
     assert result.snapshots["M0000001"] == fold(events, NOW_MS, spec)
     stored = stored_state(narrow, "M0000001")
-    assert len(stored[4]) == 8 * 10  # trimmed to the new L, the rest in day buckets
+    assert len(stored[4]) == 8 * RECORD_BYTES  # trimmed to the new L, the rest in day buckets
 
 
 def stored_state(store: RedisState, member: str) -> list[Any]:
@@ -176,25 +177,27 @@ def stored_state(store: RedisState, member: str) -> list[Any]:
     return unpack_state(blob)
 
 
-# --- older layouts (3: before 2026-11-27, 4: before 2026-11-28) are read, and rewritten -----
+# --- older layouts (3: before 2026-11-27, 4 and 5: before 2026-11-28) are read, rewritten ---
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD_LAYOUTS = {
-    layout: json.loads((FIXTURES / f"state_v{layout}.json").read_text()) for layout in (3, 4)
+    layout: json.loads((FIXTURES / f"state_v{layout}.json").read_text()) for layout in (3, 4, 5)
 }
 
 
 def old_layout_members(
     base: Settings, layout: int
 ) -> tuple[RedisState, dict[str, list[Event]], int]:
-    """A store holding the fixture's blobs of `layout`, each under the state key as those
-    layouts wrote it, with a decision state under its own key; and each member's events."""
+    """A store holding the fixture's values of `layout`, each under the state key as that
+    layout wrote it, with its decision state (layouts 3 and 4: under a key of its own; 5:
+    in the value already); and each member's events."""
     store = fresh(base)
     events = {}
     for member, entry in OLD_LAYOUTS[layout]["members"].items():
         state_key, decision_key, _outbox = keys.member_keys(store.prefix, member)
         store.client.set(state_key, bytes.fromhex(entry["blob"]))
-        store.client.set(decision_key, encode_decision(old_decision(member)))
+        if layout < 5:
+            store.client.set(decision_key, encode_decision(old_decision(member)))
         assert stored_state(store, member)[0] == layout
         events[member] = [Event(*fields) for fields in entry["events"]]
     return store, events, int(OLD_LAYOUTS[layout]["now"])
@@ -204,7 +207,7 @@ def old_decision(member: str) -> DecisionState:
     return DecisionState(last_risk=0.25, episodes={"churn": len(member)}, armed=False)
 
 
-@pytest.mark.parametrize("layout", [3, 4])
+@pytest.mark.parametrize("layout", [3, 4, 5])
 def test_old_layout_state_reads_as_the_fold_of_its_events(base: Settings, layout: int) -> None:
     store, events, now = old_layout_members(base, layout)
     snapshots = store.read(events, now)
@@ -214,13 +217,15 @@ def test_old_layout_state_reads_as_the_fold_of_its_events(base: Settings, layout
     assert store.decisions(events) == {member: old_decision(member) for member in events}
 
 
-@pytest.mark.parametrize("layout", [3, 4])
+@pytest.mark.parametrize("layout", [3, 4, 5])
 def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout: int) -> None:
     store, events, now = old_layout_members(base, layout)
     redelivered, fresh_events = [], []
-    for member, entry in OLD_LAYOUTS[layout]["members"].items():
+    for number, (member, entry) in enumerate(OLD_LAYOUTS[layout]["members"].items()):
         topic, partition, offset = entry["offsets"][-1]
         redelivered.append(SourcedEvent(events[member][-1], topic, partition, offset))
+        # the same event at a new offset: only its id hash, ts and item tell it apart
+        redelivered.append(SourcedEvent(events[member][-1], topic, partition, 900_000 + number))
         for index in range(3):
             event = make_event(event_id=f"{member}-new{index}", member_id=member,
                                ts=now + (index + 1) * 3_600_000, item_id=f"N{index}")  # fmt: skip
@@ -235,11 +240,14 @@ def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout:
     for member in events:
         added = [item.event for item in fresh_events if item.event.member_id == member]
         assert result.snapshots[member] == fold(events[member] + added, later, base.state_spec())
-        assert stored_state(store, member)[0] == LAYOUT_VERSION
-        value = store.client.get(keys.member_keys(store.prefix, member)[0])
-        # 3 events more and the decision state, but at least 40 records 7 bytes shorter
-        # each (9 from layout 3)
-        assert len(value) < sizes[member]
+        stored = stored_state(store, member)
+        assert stored[0] == LAYOUT_VERSION
+        in_sequence = min(len(events[member]) + len(added), base.state_sequence_length)
+        assert len(stored[4]) == in_sequence * RECORD_BYTES
+        if layout < 5:  # 3 events more and the decision state, but at least 40 records
+            # 7 or 9 bytes shorter each
+            value = store.client.get(keys.member_keys(store.prefix, member)[0])
+            assert len(value) < sizes[member]
         # the decision state moved into the state key's value, its own key is gone
         assert result.decision_states[member] == old_decision(member)
         assert member_key_names(store, member) == [
