@@ -9,8 +9,9 @@
 -- Returns, per member, {state_blob | false, decision_blob | false, pending {id, payload,
 --   ...}, statuses}; statuses: one char per event: a = applied, o = duplicate by offset,
 --   i = duplicate by event id, l = too late.
--- Standalone Redis gets one call for the whole batch (a script runs atomically, so each
--- member's update is too); a Cluster gets one call per member, routed by its keys.
+-- Standalone Redis gets a call per few members (state_members_per_call; apply_stream: one
+-- for the whole batch); a script runs atomically, so each member's update is too. A
+-- Cluster gets one call per member, routed by its keys.
 --
 -- Layout: streams/state_codec.py. Columns are binary strings and 0xFF-separated id lists
 -- (0xFF never occurs in UTF-8), so the stored msgpack array holds a few dozen values:
