@@ -576,7 +576,8 @@ def _streamed(
     the next is read, so Redis runs call N+1 while the caller works on reply N. Returns
     (commands sent, replies); error replies are returned, not raised. If anything fails
     part-way (the socket or `on_reply`), the connection is dropped, never returned to its
-    pool with replies unread.
+    pool with replies unread; Redis discards the commands it had not run yet with it, and
+    re-sending the batch is safe either way (offsets and event ids make it idempotent).
     """
     pool = client.connection_pool
     connection = pool.get_connection()
