@@ -46,9 +46,7 @@ MONTHS_KEPT: Final = 13
 MAX_DAY_COUNT: Final = 65_535
 TYPE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(EVENT_TYPES)}
 PURCHASE_INDEX: Final = TYPE_INDEX[PURCHASE]
-# A tie-break and dedup key; dedup also needs equal ts and item, so 16 bits leave a false
-# duplicate at 1 in 65,536 of same-millisecond events of one member on one item.
-_ID_HASH_BYTES: Final = 2
+_ID_HASH_BYTES: Final = 4  # a tie-break and dedup key; dedup also needs equal ts and item
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ def from_cents(cents: int | None) -> float | None:
 
 
 def id_hash(event_id: str) -> int:
-    """A stable 16-bit hash of an event id: the tie-break of equal timestamps in state."""
+    """A stable 32-bit hash of an event id: the tie-break of equal timestamps in state."""
     digest = hashlib.sha1(event_id.encode("utf-8", "surrogatepass"), usedforsecurity=False)
     return int.from_bytes(digest.digest()[:_ID_HASH_BYTES], "big")
 

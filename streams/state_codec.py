@@ -4,9 +4,9 @@ The value under a member's state key (lua/value.lua): byte 0xC1 (which starts no
 value), the decision state's length (u16), the decision state (opaque bytes written by
 round trip 2), then the state: one msgpack array (empty until the first applied event;
 positions 1-based, as in Lua):
- 1 layout version (6)   2 member_id   3 latest ts   4 first ts
- 5 recent sequence records, binary, 8 bytes per event, oldest first by (ts, id hash):
-   id hash u16, then ts × 32 + flags as a u48; flags: type index (bits 0-2), has a price
+ 1 layout version (5)   2 member_id   3 latest ts   4 first ts
+ 5 recent sequence records, binary, 10 bytes per event, oldest first by (ts, id hash):
+   id hash u32, then ts × 32 + flags as a u48; flags: type index (bits 0-2), has a price
    (8: its unit price in cents is the next entry of column 20), has a quantity other than
    1 (16: the next entry of column 21). ts < 2^43 ms (the year 2248).
  6 recent sequence items, each followed by 0xFF (a byte UTF-8 never contains)
@@ -26,11 +26,8 @@ Binary columns keep the msgpack array at a few dozen values: packing and unpacki
 Lua value per number cost ~80 µs of ~120 µs per call in the first layouts. Reading is a
 pure function of (layout, now, spec), with the same windows as models/fold.py.
 
-Older layouts are still read here, and apply.lua rewrites one as layout 6 when it next
+Older layouts are still read here, and apply.lua rewrites one as layout 5 when it next
 applies to its member:
-- layout 5 kept a 32-bit id hash (10-byte records); layout 6 keeps its top 16 bits, which
-  is what `models.snapshot.id_hash` now returns. A duplicate must also match ts and item,
-  so the shorter hash only matters for same-millisecond events of one member on one item;
 - up to layout 4 the value was the bare msgpack array, and the decision state had a key
   of its own (`…:d`, ~85 bytes of Redis overhead per member): the scripts fold it in;
 - layout 4 kept a fixed 17-byte record per event (ts u48, id hash u32, type u8, quantity
@@ -70,15 +67,14 @@ from memberpulse.models.snapshot import (
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.errors import StateUnavailable
 
-LAYOUT_VERSION: Final = 6
-_LAYOUTS_READ: Final = (3, 4, 5, LAYOUT_VERSION)
+LAYOUT_VERSION: Final = 5
+_LAYOUTS_READ: Final = (3, 4, LAYOUT_VERSION)
 NO_PRICE: Final = -1
 NO_CATEGORY: Final = ""
 # Per layout: one record's struct format (the id hash skipped) and its size in bytes.
-# Layout 4's u48 is read as a high u16 and a low u32 (struct has no 6-byte integer); from
-# layout 5 on, with the u48 as a record's last 6 bytes, as the u64 of its last 8 bytes,
-# whose top 16 bits (the id hash) are masked off.
-_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17), 5: ("xxQ", 10), 6: ("Q", 8)}
+# Layout 4's u48 is read as a high u16 and a low u32 (struct has no 6-byte integer); layout
+# 5's as a u64 that starts 2 bytes early, inside the id hash, whose 16 bits are masked off.
+_RECORD: Final = {3: ("QxxxxBHi", 19), 4: ("HIxxxxBHi", 17), 5: ("xxQ", 10)}
 _U48: Final = (1 << 48) - 1
 _FLAG_BITS: Final = 5
 _TYPE_MASK: Final = 7

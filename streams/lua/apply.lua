@@ -4,7 +4,7 @@
 --   the decision state key of layouts 4 and older (folded in, then deleted), outbox (hash).
 -- ARGV[1] msgpack {ttl_ms, L, lateness_ms, gap_ms, exclusion_days, max_recent}
 -- ARGV[1 + m] msgpack {member, delivered_ids, events} for the m-th member; each event is
---   {source, offset, ts, id_hash16, item, type_index(0-based), cents(-1 = none),
+--   {source, offset, ts, id_hash32, item, type_index(0-based), cents(-1 = none),
 --    quantity, category("" = none), day, month}
 -- Returns, per member, {state_blob | false, decision_blob | false, pending {id, payload,
 --   ...}, statuses}; statuses: one char per event: a = applied, o = duplicate by offset,
@@ -18,16 +18,14 @@
 -- packing and unpacking hundreds of Lua numbers and tables cost ~80 us of ~120 us per
 -- call in the first layouts. Every rule mirrors models/fold.py.
 
-local LAYOUT, DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 6, 60, 13, 5, 2
--- A sequence record: id hash u16, then ts * FLAG_UNIT + flags in a u48 (ts < 2^43 ms, the
+local LAYOUT, DAYS_KEPT, MONTHS_KEPT, NTYPES, PURCHASE = 5, 60, 13, 5, 2
+-- A sequence record: id hash u32, then ts * FLAG_UNIT + flags in a u48 (ts < 2^43 ms, the
 -- year 2248; exact in a Lua double). Flags: type index (bits 0-2), HAS_PRICE (its unit
 -- price is the next entry of the price column, st[20]), HAS_QTY (its quantity, other
 -- than 1, is the next entry of the quantity column, st[21]).
-local REC, REC_FMT, HASH_FMT = 8, '>HI6', '>H'
-local FLAG_UNIT, TYPE_MASK, HAS_PRICE, HAS_QTY = 32, 7, 8, 16
+local REC, FLAG_UNIT, TYPE_MASK, HAS_PRICE, HAS_QTY = 10, 32, 7, 8, 16
 local PRICE_FMT, PRICE_REC, QTY_FMT, QTY_REC = '>i4', 4, '>H', 2  -- cents, quantity
-local REC4, REC4_FMT = 17, '>I6I4BHi4'  -- layout 4: ts, id hash u32, type, quantity, cents
-local REC5, REC5_FMT = 10, '>I4I6'      -- layout 5: id hash u32, ts * FLAG_UNIT + flags
+local REC4, REC4_FMT = 17, '>I6I4BHi4'  -- layout 4: ts, id hash, type, quantity, cents
 local DAY_REC, MONTH_REC = 12, 12      -- >H day + 5 x >H count; >H month >I4 n >I6 cents
 local MAX_COUNT = 65535                -- per member, day and type; the fold saturates too
 local SEP = '\255'
@@ -80,12 +78,12 @@ end
 local function count_seq() return #st[5] / REC end
 
 local function rec_ts_hash(i)  -- 1-based
-  local h, packed = struct.unpack(REC_FMT, st[5], (i - 1) * REC + 1)
+  local h, packed = struct.unpack('>I4I6', st[5], (i - 1) * REC + 1)
   return math.floor(packed / FLAG_UNIT), h
 end
 
 local function rec_flags(i)
-  return struct.unpack('>I6', st[5], (i - 1) * REC + 3) % FLAG_UNIT
+  return struct.unpack('>I6', st[5], (i - 1) * REC + 5) % FLAG_UNIT
 end
 
 -- Records before position `pos` that carry `flag`: the index into its sparse column.
@@ -105,7 +103,7 @@ end
 
 -- A duplicate carries the same id hash, ts and item as an event still in the sequence.
 local function seen(ts, h, item)
-  local needle = struct.pack(HASH_FMT, h)
+  local needle = struct.pack('>I4', h)
   local from = 1
   while true do
     local at = string.find(st[5], needle, from, true)
@@ -143,12 +141,12 @@ local function insert_event(ts, h, t, qty, cents, item, cat)
     table.insert(cats, pos, cat)
     st[6], st[7] = join(items), join(cats)
   end
-  st[5] = string.sub(st[5], 1, cut) .. struct.pack(REC_FMT, h, ts * FLAG_UNIT + flags)
+  st[5] = string.sub(st[5], 1, cut) .. struct.pack('>I4I6', h, ts * FLAG_UNIT + flags)
           .. string.sub(st[5], cut + 1)
   -- An event leaving the sequence moves into its day bucket (a loop: L may have shrunk).
   -- Buckets older than any window are pruned after the batch; skip them here.
   while #st[5] > L * REC do
-    local _, packed = struct.unpack(REC_FMT, st[5], 1)
+    local _, packed = struct.unpack('>I4I6', st[5], 1)
     local old_flags = packed % FLAG_UNIT
     local old_ts = (packed - old_flags) / FLAG_UNIT
     local old_day = math.floor(old_ts / MS_PER_DAY)
@@ -294,7 +292,7 @@ local function migrate_from_3()
 end
 
 -- Layout 4 -> 5: fixed 17-byte records (ts u48, id hash, type, quantity, cents or -1)
--- became 10-byte records; prices and quantities other than 1 moved to sparse columns.
+-- become 10-byte records; prices and quantities other than 1 move to sparse columns.
 local function migrate_from_4()
   local old, records, prices, quantities = st[5], {}, {}, {}
   for i = 1, #old / REC4 do
@@ -308,21 +306,9 @@ local function migrate_from_4()
       flags = flags + HAS_QTY
       quantities[#quantities + 1] = struct.pack(QTY_FMT, qty)
     end
-    records[i] = struct.pack(REC5_FMT, h, ts * FLAG_UNIT + flags)
+    records[i] = struct.pack('>I4I6', h, ts * FLAG_UNIT + flags)
   end
   st[5], st[20], st[21] = table.concat(records), table.concat(prices), table.concat(quantities)
-  st[1] = 5
-end
-
--- Layout 5 -> 6: the id hash kept its top 16 bits (models/snapshot.py's id_hash is the
--- leading bytes of a digest), so records keep their (ts, id hash) order.
-local function migrate_from_5()
-  local old, records = st[5], {}
-  for i = 1, #old / REC5 do
-    local h, packed = struct.unpack(REC5_FMT, old, (i - 1) * REC5 + 1)
-    records[i] = struct.pack(REC_FMT, math.floor(h / 65536), packed)
-  end
-  st[5] = table.concat(records)
   st[1] = LAYOUT
 end
 
@@ -341,7 +327,6 @@ local function apply_member(state_key, decision_key, outbox_key, args)
     end
     if st[1] == 3 then migrate_from_3() end
     if st[1] == 4 then migrate_from_4() end
-    if st[1] == 5 then migrate_from_5() end
     if st[1] ~= LAYOUT then
       return redis.error_reply('state key ' .. state_key .. ' has unknown layout ' .. tostring(st[1]))
     end

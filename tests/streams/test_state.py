@@ -31,7 +31,7 @@ from tests.helpers import NOW_MS, make_event
 
 pytestmark = pytest.mark.integration
 _prefixes = itertools.count()
-RECORD_BYTES = 8  # per sequence event, in the current layout
+RECORD_BYTES = 10  # per sequence event, in the current layout
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,8 @@ def stored_state(store: RedisState, member: str) -> list[Any]:
     return unpack_state(blob)
 
 
-# --- older layouts (3: before 2026-11-27, 4 and 5: before 2026-11-28) are read, rewritten ---
+# --- stored values of layouts 3 and 4 (before 2026-11-27 / -28), and of the current one
+# (5) written by an earlier commit, are read and rewritten -------------------------------
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLD_LAYOUTS = {

@@ -62,22 +62,19 @@ def test_the_fast_path_equals_merging_the_rows_first(
     )
 
 
-def records(layout: int, events: list[tuple[int, int, int, int, int]]) -> bytes:
-    """Sequence records as apply.lua writes them: the id hash (u32 in layout 5, u16 in 6),
-    then ts × 32 + flags as a u48."""
+def layout_5_records(events: list[tuple[int, int, int, int, int]]) -> bytes:
+    """Sequence records as apply.lua writes them: id hash u32, ts × 32 + flags as a u48."""
     out = b""
     for ts, id_hash, kind, has_price, has_quantity in events:
         packed = ts * 32 + kind + 8 * has_price + 16 * has_quantity
-        out += struct.pack(">I" if layout == 5 else ">H", id_hash)
-        out += struct.pack(">HI", packed >> 32, packed & 0xFFFFFFFF)
+        out += struct.pack(">IHI", id_hash, packed >> 32, packed & 0xFFFFFFFF)
     return out
 
 
-@pytest.mark.parametrize("layout", [5, 6])
-def test_records_read_back_with_their_sparse_columns(layout: int) -> None:
+def test_layout_5_records_read_back_with_their_sparse_columns() -> None:
     ts = TODAY * MS_PER_DAY
-    column = records(layout, [(ts, 7, 0, 0, 0), (ts + 1, 65_535, 2, 1, 1), (ts + 2, 1, 4, 1, 0)])
-    state = [layout, "M1", *[None] * 2, column, *[None] * 14, b"\x00\x00\x07\xcf\x00\x00\x00\x00",
+    records = layout_5_records([(ts, 7, 0, 0, 0), (ts + 1, 9, 2, 1, 1), (ts + 2, 1, 4, 1, 0)])
+    state = [5, "M1", *[None] * 2, records, *[None] * 14, b"\x00\x00\x07\xcf\x00\x00\x00\x00",
              b"\x00\x03"]  # fmt: skip
     stamps, kinds, quantities, prices = _records_of(state)
     assert (stamps, tuple(kinds), quantities, prices) == (
@@ -85,9 +82,8 @@ def test_records_read_back_with_their_sparse_columns(layout: int) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("layout", [5, 6])
-def test_sparse_columns_that_do_not_match_their_flags_are_refused(layout: int) -> None:
-    column = records(layout, [(TODAY * MS_PER_DAY, 7, 2, 1, 0)])
-    state = [layout, "M1", *[None] * 2, column, *[None] * 14, b"", b""]
+def test_sparse_columns_that_do_not_match_their_flags_are_refused() -> None:
+    records = layout_5_records([(TODAY * MS_PER_DAY, 7, 2, 1, 0)])
+    state = [5, "M1", *[None] * 2, records, *[None] * 14, b"", b""]
     with pytest.raises(StateUnavailable, match="sparse columns do not match"):
         _records_of(state)
