@@ -184,16 +184,6 @@ class RedisState:
             by_member.setdefault(item.event.member_id, []).append(item)
         members = list(by_member)
         members += [m for m in delivered if m not in by_member]
-        member_args: dict[int, bytes] = {}  # built as each call is: its write goes first
-
-        def args_of(index: int) -> bytes:
-            if index not in member_args:
-                member = members[index]
-                member_args[index] = self._apply_args(
-                    member, by_member.get(member, []), delivered.get(member)
-                )
-            return member_args[index]
-
         # Standalone: a few members per script call when they are decoded while reading,
         # else the whole batch in one (fewer, larger replies wake a waiting I/O thread less
         # often). Cluster: one call per member (its keys pick the node); still one round
@@ -226,7 +216,12 @@ class RedisState:
                     len(member_keys),
                     *member_keys,
                     self._apply_common,
-                    *map(args_of, group),
+                    # built call by call, so that each call's write goes out first (a
+                    # re-sent pipeline, after NOSCRIPT or a retry, builds them again)
+                    *(
+                        self._apply_args(m, by_member.get(m, []), delivered.get(m))
+                        for m in map(members.__getitem__, group)
+                    ),
                 )
             for reservation in releases:
                 self._budget_call(pipe, "release", reservation)
