@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memberpulse.export.files import card_path
-from memberpulse.export.scorer import CPU, CPU_DISABLED_FUSIONS
 from memberpulse.export.serving_graph import ServingGraph
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.features import FeatureBatch, schema_hash
+from memberpulse.streams.serving.files import card_path
+from memberpulse.streams.serving.scorer import CPU, CPU_DISABLED_FUSIONS
 
 INPUTS: Final = (*FeatureBatch._fields, "exclude")
 OUTPUTS: Final = ("churn", "spend", "top_items", "top_scores")

@@ -19,6 +19,7 @@ from memberpulse.export.onnx_export import INPUTS
 from memberpulse.export.serving_graph import ReferenceGraph
 from memberpulse.models import metrics
 from memberpulse.models.bundle import Bundle, load_heldout
+from memberpulse.models.errors import ParityError
 from memberpulse.models.features import FeatureBatch
 
 CHURN_ATOL: Final = 1e-4
@@ -27,10 +28,6 @@ TOPK_AGREEMENT: Final = 0.99
 BATCH: Final = 512
 EXCLUDED: Final = 8  # recent catalogue items per member used as the exclusion input
 RECALL_K: Final = 10
-
-
-class ParityError(RuntimeError):
-    """The exported graph does not reproduce the PyTorch model."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from typing import Any, Final
 
 import numpy as np
 
-from memberpulse.export.files import spec_path
 from memberpulse.export.onnx_export import (
     base_card,
     export_graph,
@@ -24,9 +23,10 @@ from memberpulse.export.onnx_export import (
     write_card,
 )
 from memberpulse.export.parity import Parity, check_parity, exclusions, onnx_outputs
-from memberpulse.export.scorer import CPU
 from memberpulse.export.variants import Variant, build_variants, session
 from memberpulse.models.bundle import load_bundle, load_heldout
+from memberpulse.streams.serving.files import spec_path
+from memberpulse.streams.serving.scorer import CPU
 
 DEFAULT_TOP_K: Final = 20
 

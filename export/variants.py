@@ -17,8 +17,8 @@ from typing import Any, Final
 import numpy as np
 
 from memberpulse.export.parity import Outputs, accuracy, onnx_outputs
-from memberpulse.export.scorer import CPU, CUDA, disabled_fusions, loadable_providers
 from memberpulse.models.features import FeatureBatch
+from memberpulse.streams.serving.scorer import CPU, CUDA, disabled_fusions, loadable_providers
 
 MAX_AUC_LOSS: Final = 0.005
 SPEED_BATCH: Final = 256

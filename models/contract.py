@@ -1,4 +1,5 @@
-"""The input event contract shared by the decoder, the simulator, state and training.
+"""The wire contract shared by the decoder, the simulator, state and training: the input
+event, its JSON bytes, and the reason codes of the dead-letter topic.
 
 An `Event` is what survives validation: ids are strings (numeric ids from order logs are
 normalised to their decimal text), `ts` is epoch milliseconds UTC, money is a unit price.
@@ -6,7 +7,10 @@ normalised to their decimal text), `ts` is epoch milliseconds UTC, money is a un
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final, NamedTuple
+
+import orjson
 
 CLICK: Final = "click"
 BROWSE: Final = "browse"
@@ -75,3 +79,30 @@ class Event(NamedTuple):
         if self.type != PURCHASE or self.price is None:
             return 0.0
         return self.price * self.quantity
+
+
+class Reason(StrEnum):
+    """Why an input record was dead-lettered (the `reason` field of a DLQ record)."""
+
+    OVERSIZE = "oversize"
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NON_FINITE = "non_finite"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    EMPTY_ID = "empty_id"
+    ID_TOO_LONG = "id_too_long"
+    UNKNOWN_TYPE = "unknown_type"
+    NEGATIVE_VALUE = "negative_value"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIMESTAMP = "bad_timestamp"
+    TS_TOO_OLD = "ts_too_old"
+    TS_IN_FUTURE = "ts_in_future"
+    TOO_LATE = "too_late"
+    KEY_MISMATCH = "key_mismatch"
+
+
+def encode_event(event: Event) -> bytes:
+    """The wire bytes of an event (what producers send and the decoder accepts)."""
+    return orjson.dumps(event.to_wire())

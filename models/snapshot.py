@@ -188,3 +188,13 @@ def spend_cents(event: Event) -> int:
     if event.type != PURCHASE or event.price is None:
         return 0
     return (to_cents(event.price) or 0) * event.quantity
+
+
+class Reservation(NamedTuple):
+    """A budget reservation: idempotent per id, one ledger per budget and event-time day."""
+
+    id: str
+    budget: str
+    day: int
+    amount: int
+    limit: int

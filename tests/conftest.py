@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from memberpulse.streams import launcher
-from memberpulse.streams.kafka import ensure_topics
+from memberpulse.streams.local import launcher
 from memberpulse.streams.settings import Settings
+from memberpulse.streams.worker.kafka import ensure_topics
 from tests.helpers import TOPIC_SETTINGS
 
 
@@ -81,11 +81,11 @@ def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dataclasses import replace
 
     from memberpulse.export.pipeline import export_model
-    from memberpulse.export.registry import Registry
     from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
     from memberpulse.models.eventlog import load_events
     from memberpulse.models.snapshot import StateSpec
     from memberpulse.models.train import train
+    from memberpulse.streams.serving.registry import Registry
     from memberpulse.streams.simulate import SimConfig, simulate_to_file
 
     root = tmp_path_factory.mktemp("served-model")

@@ -10,8 +10,8 @@ from memberpulse.models.contract import Event
 from memberpulse.models.timeutil import parse_ts
 
 if TYPE_CHECKING:
+    from memberpulse.streams.local.worker_process import WorkerProcess
     from memberpulse.streams.settings import Settings
-    from memberpulse.streams.worker_process import WorkerProcess
 
 NOW_MS = parse_ts("2026-11-26T12:00:00Z")
 
@@ -63,7 +63,11 @@ def output_schema(kind: str) -> dict[str, Any]:
     import json
     from importlib.resources import files
 
-    text = files("memberpulse.streams").joinpath("schemas", f"{kind}.schema.json").read_text()
+    text = (
+        files("memberpulse.streams.decisions")
+        .joinpath("schemas", f"{kind}.schema.json")
+        .read_text()
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -77,8 +81,8 @@ def validate_record(record: dict[str, Any], kind: str | None = None) -> None:
 
 def produce_events(settings: Settings, events: list[Event], bad: int = 0) -> int:
     """Events keyed by member to their input topics, plus `bad` malformed clicks; the count."""
-    from memberpulse.streams.bench_e2e import preload
-    from memberpulse.streams.kafka import make_producer
+    from memberpulse.streams.bench.e2e import preload
+    from memberpulse.streams.worker.kafka import make_producer
 
     preload(settings, events)  # the benchmark's loader: keyed, flushed, confirmed
     producer = make_producer(settings)

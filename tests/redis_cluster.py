@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from memberpulse.streams import stack
+from memberpulse.streams.local import stack
 from memberpulse.streams.settings import Settings
 
 SLOTS = 16384

@@ -25,9 +25,13 @@ def test_wheel_has_only_the_memberpulse_import_root(tmp_path: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"memberpulse", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
                          + ".dist-info"}  # fmt: skip
-    for required in ("memberpulse/streams/cli.py", "memberpulse/models/fold.py",
-                     "memberpulse/export/__init__.py", "memberpulse/streams/lua/apply.lua",
-                     "memberpulse/streams/lua/value.lua",
-                     "memberpulse/streams/py.typed"):  # fmt: skip
+    for required in ("memberpulse/streams/cli/main.py", "memberpulse/models/fold.py",
+                     "memberpulse/export/__init__.py", "memberpulse/streams/state/lua/apply.lua",
+                     "memberpulse/streams/state/lua/value.lua",
+                     "memberpulse/streams/py.typed",
+                     "memberpulse/streams/decisions/coupons.default.toml",
+                     "memberpulse/streams/decisions/schemas/dlq.schema.json",
+                     "memberpulse/streams/simulate/SIMULATOR.md",
+                     "memberpulse/streams/app.py"):  # fmt: skip
         assert required in names
     assert not any(name.startswith("memberpulse/__init__") for name in names)

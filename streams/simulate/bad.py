@@ -13,9 +13,8 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from memberpulse.models.contract import Event
+from memberpulse.models.contract import Event, Reason
 from memberpulse.models.timeutil import MS_PER_DAY, MS_PER_SECOND
-from memberpulse.streams.events import Reason
 
 Corruption = Callable[[dict[str, Any], int], bytes]
 

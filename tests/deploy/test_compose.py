@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from memberpulse.streams.cli import app
+from memberpulse.streams.cli.main import app
 from memberpulse.streams.settings import Settings
 from tests.deploy.support import DASHBOARD, DEPLOY, ROOT, drain_bound_s, field_for
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from memberpulse.streams.redis_client import make_redis
+from memberpulse.streams.local.worker_process import WorkerProcess
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
-from memberpulse.streams.worker_process import WorkerProcess
+from memberpulse.streams.state.client import make_redis
 from tests.deploy.support import (
     DASHBOARD,
     K8S,
@@ -142,16 +142,16 @@ def worker(isolated: Settings, served_registry: Path, tmp_path: Path) -> Iterato
 def test_dashboard_and_alerts_read_only_what_a_real_worker_exports(
     isolated: Settings, worker: WorkerProcess
 ) -> None:
-    # The process is the image's command: `memberpulse` is memberpulse.streams.cli:main.
+    # The process is the image's command: `memberpulse` is memberpulse.streams.cli.main:main.
     argv = list(worker.proc.args)  # type: ignore[arg-type]  # Popen was given a list
     assert argv == [
         sys.executable,
         "-c",
-        "from memberpulse.streams.cli import main; main()",
+        "from memberpulse.streams.cli.main import main; main()",
         "worker",
     ]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["memberpulse"] == "memberpulse.streams.cli:main"
+    assert scripts["memberpulse"] == "memberpulse.streams.cli.main:main"
     stage = {s.name: s for s in dockerfile_stages()}["worker-cpu"]
     assert stage.exec_form("ENTRYPOINT") + stage.exec_form("CMD") == ["memberpulse", "worker"]
 

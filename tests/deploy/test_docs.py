@@ -6,7 +6,7 @@ import re
 
 from typer.testing import CliRunner
 
-from memberpulse.streams.cli import app
+from memberpulse.streams.cli.main import app
 from tests.deploy.support import DEPLOY, field_for
 
 README = DEPLOY / "README.md"

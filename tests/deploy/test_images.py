@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from typer.testing import CliRunner
 
-from memberpulse.streams.cli import app
+from memberpulse.streams.cli.main import app
 from memberpulse.streams.settings import Settings
 from tests.deploy.support import DEPLOY, DOCKERFILE, ROOT, dockerfile_stages, run, stage_chain, tool
 
@@ -41,9 +41,9 @@ def test_serving_images_run_memberpulse_worker_as_the_tests_do() -> None:
         stage = stages[name]
         assert stage.exec_form("ENTRYPOINT") + stage.exec_form("CMD") == ["memberpulse", "worker"]
     # `memberpulse` is the console script for the same main() that WorkerProcess runs as
-    # `python -c "from memberpulse.streams.cli import main; main()" worker` (the integration
+    # `python -c "from memberpulse.streams.cli.main import main; main()" worker` (the integration
     # test in test_dashboard.py checks the argv of a real one).
-    assert _project()["scripts"] == {"memberpulse": "memberpulse.streams.cli:main"}
+    assert _project()["scripts"] == {"memberpulse": "memberpulse.streams.cli.main:main"}
     assert dockerfile_stages()[-1].name == "worker-cpu"  # the default target
 
 

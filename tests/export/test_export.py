@@ -15,7 +15,6 @@ import torch
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
-from memberpulse.export.files import card_path, spec_path
 from memberpulse.export.onnx_export import CARD_METADATA_KEY
 from memberpulse.export.parity import Outputs as ParityOutputs
 from memberpulse.export.parity import (
@@ -28,8 +27,6 @@ from memberpulse.export.parity import (
     torch_outputs,
 )
 from memberpulse.export.pipeline import export_model
-from memberpulse.export.registry import ModelHolder, ModelRejected, Registry, check, redis_promoted
-from memberpulse.export.scorer import CPU, Scorer, loadable_providers
 from memberpulse.export.variants import _judge, session
 from memberpulse.models.bundle import load_bundle, load_heldout
 from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
@@ -37,10 +34,19 @@ from memberpulse.models.eventlog import load_events
 from memberpulse.models.features import FeatureSpec
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.train import train
-from memberpulse.streams.cli import app
-from memberpulse.streams.redis_client import make_redis
+from memberpulse.streams.cli.main import app
+from memberpulse.streams.serving.files import card_path, spec_path
+from memberpulse.streams.serving.registry import (
+    ModelHolder,
+    ModelRejected,
+    Registry,
+    check,
+    redis_promoted,
+)
+from memberpulse.streams.serving.scorer import CPU, Scorer, loadable_providers
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, simulate_to_file
+from memberpulse.streams.state.client import make_redis
 from tests.helpers import wait_until
 
 TOP_K = 10
@@ -286,7 +292,7 @@ def test_promotion_is_published_in_redis_for_every_worker(
 def test_bench_model_reports_every_cpu_backend_as_json(
     models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from memberpulse.export import bench
+    from memberpulse.streams.bench.decode import model as bench
 
     monkeypatch.setattr(bench, "BATCH_SIZES", (1, 8))
     monkeypatch.setattr(bench, "MIN_SECONDS", 0.0)

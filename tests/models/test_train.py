@@ -20,7 +20,7 @@ from memberpulse.models.features import schema_hash
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
 from memberpulse.models.train import LOO_HELD_OUT, TRANSITION_WEIGHTS, train
-from memberpulse.streams.cli import app
+from memberpulse.streams.cli.main import app
 from memberpulse.streams.simulate import SimConfig, simulate_to_file
 
 TINY = [

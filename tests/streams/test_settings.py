@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from memberpulse.models.timeutil import parse_ts
-from memberpulse.streams.kafka import client_config
 from memberpulse.streams.settings import Settings, redact_url
+from memberpulse.streams.worker.kafka import client_config
 
 
 def test_env_prefix_and_types(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +107,7 @@ def test_topic_for_unknown_type_is_a_clear_error() -> None:
 
 
 def test_local_profile_shortens_group_timing_production_keeps_defaults() -> None:
-    from memberpulse.streams.kafka import group_timing_ms
+    from memberpulse.streams.worker.kafka import group_timing_ms
 
     assert group_timing_ms(Settings(kafka_profile="local")) == {
         "session_timeout_ms": 4000,
@@ -117,7 +117,7 @@ def test_local_profile_shortens_group_timing_production_keeps_defaults() -> None
 
 
 def test_stream_buffer_is_counted_in_records_whatever_an_item_holds() -> None:
-    from memberpulse.streams.app import stream_buffer_items
+    from memberpulse.streams.worker.app import stream_buffer_items
 
     # Batch delivery: an item is up to one poll; the buffer holds the records' worth of polls.
     assert stream_buffer_items(Settings(batch_max_size=512)) == 8

@@ -1,0 +1,457 @@
+"""The batch path: raw records in, decisions out — independent of how batches arrive.
+
+`BatchProcessor.process(records)` runs one micro-batch through every stage, strictly in
+order, and returns only once the outputs are confirmed by the broker:
+
+  decode + validate (bad → DLQ) → state.apply (round trip 1: state, decision states,
+  pending outbox, idle-due members, budget spent today) → encode (pure numpy, the
+  training code) → score (onnxruntime, each member once) → decide (pure) →
+  state.record (round trip 2: decision states + outbox + budget reservations) →
+  produce outputs and dead letters, flush.
+
+The caller acknowledges the batch's offsets after `process` returns; an exception means
+nothing may be acknowledged (the batch is redelivered, state ignores what it already
+applied, and what the outbox still holds is produced again under the same ids). The
+outbox entries confirmed here are cleared by the next batch's round trip 1.
+
+Where batches come from (a Faust agent, a benchmark driver) and where outputs go (a
+confluent-kafka producer, or anything with `produce`/`flush`) are the caller's choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import numpy as np
+import orjson
+
+from memberpulse.models.contract import Event, Reason
+from memberpulse.models.features import FeatureSpec, encode
+from memberpulse.models.snapshot import DecisionState, MemberSnapshot, Reservation, day_of
+from memberpulse.models.timeutil import MS_PER_SECOND
+from memberpulse.streams.decisions import (
+    CENTS,
+    COUPON,
+    KINDS,
+    MemberScores,
+    Output,
+    Policy,
+    decide_all,
+)
+from memberpulse.streams.serving.registry import ModelHolder
+from memberpulse.streams.settings import Settings
+from memberpulse.streams.state.types import ApplyResult, DecisionRecord, SourcedEvent, StateStore
+from memberpulse.streams.worker import metrics
+from memberpulse.streams.worker.decode import DeadLetter, EventDecoder, Origin
+from memberpulse.streams.worker.records import Decoded, InRecord
+
+log = logging.getLogger(__name__)
+
+HEADER_KIND: Final = "kind"
+HEADER_ID: Final = "output_id"
+HEADER_MODEL: Final = "model_version"
+_RECENT_KEPT: Final = 50
+
+
+class OutputSink(Protocol):
+    """Where output and DLQ records go: produce many, then flush and confirm them all."""
+
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Queue one record."""
+
+    def flush(self) -> None:
+        """Block until every queued record is confirmed; raise if any was not."""
+
+
+@dataclass
+class BatchReport:
+    """What one batch did (for the dashboard, benchmarks and tests)."""
+
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    scored: int = 0
+    idle_checked: int = 0
+    outputs: Counter[str] = field(default_factory=Counter)
+    resent: int = 0
+    coupons_refused: int = 0
+    replayed: int = 0  # members left undecided: nothing new since their last decision
+    round_trips: int = 0
+    stage_s: dict[str, float] = field(default_factory=dict)
+    latency_s: list[float] = field(default_factory=list)
+    produced: list[Output] = field(default_factory=list)
+    model_version: str | None = None
+
+
+class _Stages:
+    """Times the stages of one batch into the report and the stage histogram."""
+
+    def __init__(self, report: BatchReport) -> None:
+        self._report = report
+        self._last = time.perf_counter()
+
+    def done(self, stage: str) -> None:
+        now = time.perf_counter()
+        spent = now - self._last
+        self._report.stage_s[stage] = self._report.stage_s.get(stage, 0.0) + spent
+        metrics.STAGE_SECONDS.labels(stage).observe(spent)
+        self._last = now
+
+
+class BatchProcessor:
+    """Runs micro-batches through state, model, decisions and outputs (one at a time)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        models: ModelHolder,
+        sink: OutputSink,
+        policy: Policy,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * MS_PER_SECOND),
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._models = models
+        self._sink = sink
+        self._policy = policy
+        self._policy_version: str | None = None
+        self._clock = wall_clock_ms
+        self._decoder = EventDecoder(settings)
+        self._topics = dict(zip(KINDS, settings.output_topics, strict=True))  # kind → output topic
+        self._confirmed: dict[str, list[str]] = {}  # outbox ids to clear in round trip 1
+        self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
+        self.event_time: dict[int, int] = {}  # partition → largest event ts seen
+        self._recorded = 0
+        self._refreshed_at = -math.inf
+        self.recent: deque[Output] = deque(maxlen=_RECENT_KEPT)
+
+    # --- the batch path ---------------------------------------------------------------
+
+    def decode(self, records: Sequence[InRecord]) -> list[Decoded]:
+        """Validate records into events or dead letters (the worker decodes before the
+        time aligner, which orders by event ts; `process` does it itself).
+        """
+        started = time.perf_counter()
+        received = self._clock()
+        decoded = []
+        for record in records:
+            origin = Origin(record.topic, record.partition, record.offset, record.key)
+            result = self._decoder.decode(record.value, origin, received)
+            decoded.append(Decoded(record, result))
+        metrics.STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+        return decoded
+
+    def process(
+        self, records: Sequence[InRecord], idle_partitions: Sequence[int] = ()
+    ) -> BatchReport:
+        """One micro-batch, start to confirmed outputs. `idle_partitions`: partitions whose
+        idle-due members are checked in this batch (the batch's own partitions are always).
+        """
+        started = time.perf_counter()
+        decoded = self.decode(records)
+        return self.process_decoded(decoded, idle_partitions, time.perf_counter() - started)
+
+    def process_decoded(
+        self,
+        items: Sequence[Decoded],
+        idle_partitions: Sequence[int] = (),
+        decode_s: float = 0.0,
+    ) -> BatchReport:
+        """`process` for records decoded already (`decode_s`: what decoding them took)."""
+        records = [item.record for item in items]
+        report = BatchReport(records=len(items))
+        report.stage_s["decode"] = decode_s
+        stages = _Stages(report)
+        now_s = time.monotonic()
+        if now_s - self._refreshed_at >= self._settings.model_refresh_s:
+            self._refreshed_at = now_s  # a promoted model swaps in between batches only
+            self._models.refresh()
+        loaded = self._models.current()
+        report.model_version = loaded.version
+        if loaded.version != self._policy_version:  # thresholds fitted to the model in service
+            self._policy = Policy.from_settings(self._settings, self._policy.coupons, loaded.card)
+            self._policy_version = loaded.version
+            metrics.CHURN_THRESHOLD.labels("alert").set(self._policy.alert_threshold)
+            metrics.CHURN_THRESHOLD.labels("rearm").set(self._policy.rearm_threshold)
+            log.info(
+                "model %s: churn alert threshold %.3f, re-arm %.3f",
+                loaded.version,
+                self._policy.alert_threshold,
+                self._policy.rearm_threshold,
+            )
+        received = self._clock()
+        events, dead = self._split(items)
+
+        partitions = sorted({r.partition for r in records} | set(idle_partitions))
+        budget = self._policy.coupons.budget.name
+        days = sorted({day_of(self.event_time[p]) for p in partitions if p in self.event_time})
+        before = getattr(self._store, "round_trips", 0)
+        result = self._store.apply(
+            events,
+            max(self.event_time.values(), default=0),
+            delivered=self._confirmed,
+            idle_partitions=[p for p in partitions if p in self.event_time],
+            partition_now=self.event_time,
+            budgets=[(budget, day) for day in days],
+        )
+        self._confirmed = {}
+        report.applied, report.duplicates = result.applied, result.duplicates
+        if result.too_late:
+            by_position = {(r.topic, r.partition, r.offset): r for r in records}
+            dead += [self._too_late(item, by_position, received) for item in result.too_late]
+        stages.done("state")
+
+        snapshots = {**result.snapshots, **result.idle_due}
+        # A member is decided at most once per event time: a replayed batch (all its events
+        # already applied) at or before the member's last decision decides nothing again.
+        members = [
+            m
+            for m in snapshots
+            if m in result.changed or (result.decision_states[m].decided_at or -1) < result.now[m]
+        ]
+        report.replayed = len(snapshots) - len(members)
+        scores = self._score(members, snapshots, loaded.scorer, stages)
+        triggers = _latest_event_ids(events)
+        decisions = decide_all(
+            {
+                m: (
+                    snapshots[m],
+                    result.decision_states.get(m, DecisionState()),
+                    scores[m],
+                    triggers.get(m),
+                )
+                for m in members
+            },
+            result.now,
+            self._policy,
+            loaded.version,
+            {day: spent for (name, day), spent in result.budget_spent.items() if name == budget},
+        )
+        stages.done("decide")
+
+        records_out = [
+            DecisionRecord(
+                m,
+                result.partitions[m],
+                d.state,
+                {out.id: out.to_wire() for out in d.outputs},
+            )
+            for m, d in decisions.items()
+        ]
+        reservations = [d.reservation for d in decisions.values() if d.reservation is not None]
+        # A coupon left in the outbox by a crashed attempt goes out again only if its
+        # reservation was granted: reserving is idempotent per id, so asking again in this
+        # same round trip returns the original answer (or reserves now, if it never ran).
+        reservations += _pending_reservations(result.pending_outbox, self._policy)
+        recorded = self._store.record(records_out, reservations)
+        refused = {rid for rid, ok in recorded.granted.items() if not ok}
+        stages.done("record")
+        self._recorded += bool(records)
+        if records and self._recorded == self._settings.failpoint_kill_after_record:
+            log.warning("failpoint: killing the worker after recording batch %d", self._recorded)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        self._produce(result, decisions, refused, dead, report)
+        stages.done("produce")
+
+        done = self._clock()
+        report.latency_s = [(done - r.timestamp_ms) / MS_PER_SECOND for r in records]
+        report.scored = len(members)
+        report.idle_checked = len(set(result.idle_due) & set(members))
+        report.coupons_refused = len(refused)
+        report.round_trips = getattr(self._store, "round_trips", 0) - before
+        self._count(report, events)
+        return report
+
+    def tick(self, partitions: Sequence[int]) -> BatchReport:
+        """An idle-check pass without input: members of `partitions` whose check is due."""
+        return self.process([], idle_partitions=partitions)
+
+    # --- stages -------------------------------------------------------------------------
+
+    def _split(self, items: Sequence[Decoded]) -> tuple[list[SourcedEvent], list[DeadLetter]]:
+        """Events (advancing their partition's event time) and dead letters."""
+        events: list[SourcedEvent] = []
+        dead: list[DeadLetter] = []
+        clock = self.event_time
+        for item in items:
+            decoded, record = item.result, item.record
+            if isinstance(decoded, DeadLetter):
+                dead.append(decoded)
+                continue
+            events.append(SourcedEvent(decoded, record.topic, record.partition, record.offset))
+            if decoded.ts > clock.get(record.partition, 0):
+                clock[record.partition] = decoded.ts
+        return events, dead
+
+    def _too_late(
+        self, item: SourcedEvent, records: dict[tuple[str, int, int], InRecord], received: int
+    ) -> DeadLetter:
+        raw = records.get((item.topic, item.partition, item.offset))
+        lateness = self._settings.state_lateness_ms
+        return DeadLetter(
+            Reason.TOO_LATE,
+            f"event ts {item.event.ts} is more than {lateness} ms behind the member's latest event",
+            raw.value if raw is not None else orjson.dumps(item.event.to_wire()),
+            Origin(item.topic, item.partition, item.offset, raw.key if raw else None),
+            received,
+        )
+
+    def _score(
+        self,
+        members: list[str],
+        snapshots: dict[str, MemberSnapshot],
+        scorer: Any,
+        stages: _Stages,
+    ) -> dict[str, MemberScores]:
+        if not members:
+            stages.done("encode")
+            stages.done("score")
+            return {}
+        spec: FeatureSpec = scorer.spec
+        positions = self._positions(spec)
+        # Snapshots carry their partition's event time: one encode call, a `now` per member.
+        chosen = [snapshots[m] for m in members]
+        batch = encode(chosen, [snap.now for snap in chosen], spec)
+        width = scorer.excluded
+        exclude = np.full((len(members), width), -1, dtype=np.int64)
+        for row, snap in enumerate(chosen):
+            bought = [positions[i] for i in snap.recent_purchases if i in positions]
+            exclude[row, : min(len(bought), width)] = bought[:width]
+        stages.done("encode")
+        out = scorer.score(batch, exclude)
+        items = scorer.item_ids(out.top_items)
+        stages.done("score")
+        scored: dict[str, MemberScores] = {}
+        churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
+        for row, member in enumerate(members):
+            scored[member] = MemberScores(
+                float(churn[row]), float(spend[row]), tuple(zip(items[row], top[row], strict=False))
+            )
+        return scored
+
+    def _positions(self, spec: FeatureSpec) -> dict[str, int]:
+        if self._catalogue is None or self._catalogue[0] is not spec:
+            self._catalogue = (spec, {item: i for i, item in enumerate(spec.items)})
+        return self._catalogue[1]
+
+    def _produce(
+        self,
+        result: ApplyResult,
+        decisions: dict[str, Any],
+        refused: set[str],
+        dead: list[DeadLetter],
+        report: BatchReport,
+    ) -> None:
+        sink = self._sink
+        dlq = self._settings.topic_dlq
+        for letter in dead:
+            sink.produce(
+                dlq, letter.origin.key, letter.to_wire(), [("reason", letter.reason.value.encode())]
+            )
+            report.dead_letters[letter.reason.value] += 1
+        sent: dict[str, list[str]] = {}
+        # What a crashed attempt left in the outbox goes first: same ids, same bytes.
+        for member, entries in result.pending_outbox.items():
+            for ident, value in entries.items():
+                if ident in refused:  # its reservation was refused: never a coupon
+                    sent.setdefault(member, []).append(ident)
+                    continue
+                payload = orjson.loads(value)
+                self._send(payload["kind"], member, ident, value, payload.get("model_version"))
+                sent.setdefault(member, []).append(ident)
+                report.resent += 1
+        for member, decision in decisions.items():
+            for out in decision.outputs:
+                if out.id in refused:  # budget gone at reservation: dropped, entry cleared
+                    sent.setdefault(member, []).append(out.id)
+                    continue
+                if out.id in result.pending_outbox.get(member, {}):
+                    continue
+                self._send(out.kind, member, out.id, out.to_wire(), out.payload["model_version"])
+                sent.setdefault(member, []).append(out.id)
+                report.outputs[out.kind] += 1
+                report.produced.append(out)
+        sink.flush()  # raises when anything was not confirmed: nothing gets acknowledged
+        self._confirmed = sent
+        self.recent.extend(report.produced)
+
+    def _send(
+        self, kind: str, member: str, ident: str, value: bytes, model_version: str | None
+    ) -> None:
+        headers = [
+            (HEADER_KIND, kind.encode()),
+            (HEADER_ID, ident.encode("utf-8", "surrogatepass")),
+        ]
+        if model_version:
+            headers.append((HEADER_MODEL, model_version.encode()))
+        self._sink.produce(
+            self._topics[kind], member.encode("utf-8", "surrogatepass"), value, headers
+        )
+
+    def _count(self, report: BatchReport, events: Sequence[SourcedEvent]) -> None:
+        if report.records:  # an idle-check pass without input is no micro-batch
+            metrics.BATCHES.inc()
+            metrics.BATCH_SIZE.observe(report.records)
+            metrics.REDIS_ROUND_TRIPS.labels("batch").inc(report.round_trips)
+        else:
+            metrics.REDIS_ROUND_TRIPS.labels("idle_pass").inc(report.round_trips)
+        for event_type, n in Counter(item.event.type for item in events).items():
+            metrics.EVENTS.labels(event_type).inc(n)
+        for reason, n in report.dead_letters.items():
+            metrics.DLQ.labels(reason).inc(n)
+        metrics.APPLIED.inc(report.applied)
+        metrics.DUPLICATES.inc(report.duplicates)
+        metrics.SCORED.inc(report.scored)
+        metrics.IDLE_CHECKS.inc(report.idle_checked)
+        metrics.RESENT.inc(report.resent)
+        metrics.COUPONS_REFUSED.inc(report.coupons_refused)
+        for kind, n in report.outputs.items():
+            metrics.OUTPUTS.labels(kind).inc(n)
+        for partition, ts in self.event_time.items():
+            metrics.EVENT_TIME.labels(str(partition)).set(ts)
+        for seconds in report.latency_s:
+            metrics.EVENT_TO_OUTPUT.observe(seconds)
+
+
+def _latest_event_ids(events: Sequence[SourcedEvent]) -> dict[str, str]:
+    """Per member, the id of its latest event (by ts) in the batch: what triggered it."""
+    latest: dict[str, Event] = {}
+    for item in events:
+        event = item.event
+        seen = latest.get(event.member_id)
+        if seen is None or event.ts >= seen.ts:
+            latest[event.member_id] = event
+    return {member: event.event_id for member, event in latest.items()}
+
+
+def _pending_reservations(
+    pending: Mapping[str, Mapping[str, bytes]], policy: Policy
+) -> list[Reservation]:
+    """The budget reservations behind coupons waiting in the outbox (holdouts have none)."""
+    limit = round(policy.coupons.budget.daily_limit * CENTS)
+    reservations = []
+    for entries in pending.values():
+        for ident, value in entries.items():
+            if not ident.startswith(f"{COUPON}:"):
+                continue
+            payload = orjson.loads(value)
+            if payload.get("holdout") or payload.get("value") is None:
+                continue
+            amount = round(float(payload["value"]) * CENTS)
+            reservations.append(
+                Reservation(ident, payload["budget"], int(payload["budget_day"]), amount, limit)
+            )
+    return reservations
