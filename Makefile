@@ -15,6 +15,8 @@ CODE := streams models export
 help:
 	@echo "make run   - start the local stack, stream simulated members through it, stop"
 	@echo "make test  - install everything into .venv, lint, type-check, run the test suite"
+	@echo "make unit  - the fast tests: every test that starts no broker, Redis or worker"
+	@echo "make integration - the tests against real servers (started by the test fixtures)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or PYTHON=python3.x)"; exit 1; }
@@ -44,6 +46,14 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# The marker is given in tests/conftest.py to every test using a server fixture, and a
+# guard there fails any test without it that starts a server anyway.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration"
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -m integration
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache build *.egg-info
