@@ -1,7 +1,7 @@
 """Training configuration: the network's size, the dataset's cutoffs, the optimiser.
 
 Frozen dataclasses with documented defaults, small enough to train on 2 CPU cores in a
-few minutes on simulator data; `Settings.train_config()` fills them from `MEMBERPULSE_*`
+few minutes on simulator data; `Settings.training.config()` fills them from `MEMBERPULSE_*`
 and the CLI. The network part is saved with every checkpoint, so a model is rebuilt from
 its bundle alone.
 """

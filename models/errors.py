@@ -63,6 +63,14 @@ class ModelRejected(MemberPulseError):
         self.version, self.reason, self.detail = version, reason, detail
 
 
+class NoModel(MemberPulseError):
+    """No model version is in service (none was promoted into the registry yet)."""
+
+
+class BenchmarkFailed(MemberPulseError):
+    """A benchmark could not take its measurement (a process died, events went missing)."""
+
+
 class ParityError(MemberPulseError):
     """The exported graph does not reproduce the PyTorch model."""
 

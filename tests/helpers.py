@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from memberpulse.streams.settings import Settings
 
 NOW_MS = parse_ts("2026-11-26T12:00:00Z")
+#: Top-K of the tiny exported models (the `exported` fixture).
+TINY_TOP_K = 10
 
 #: Every topic-name setting (tests give each its own names).
 TOPIC_SETTINGS = (
@@ -85,9 +87,9 @@ def produce_events(settings: Settings, events: list[Event], bad: int = 0) -> int
     from memberpulse.streams.worker.kafka import make_producer
 
     preload(settings, events)  # the benchmark's loader: keyed, flushed, confirmed
-    producer = make_producer(settings)
+    producer = make_producer(settings.kafka)
     for i in range(bad):
-        producer.produce(settings.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
+        producer.produce(settings.kafka.topic_clicks, b'{"event_id": "bad-%d"' % i, b"M-bad")
     assert producer.flush(30) == 0
     return len(events) + bad
 

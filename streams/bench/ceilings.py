@@ -58,22 +58,22 @@ class _Clock:
 def build(settings: Settings, mode: str, expected: int, forward_to: str = "") -> faust.App:
     """The ceiling agent's app."""
     app = faust.App(
-        settings.worker_group_id,
+        settings.worker.group_id,
         web_enabled=False,
         stream_wait_empty=False,
         **faust_options(settings),
     )
     # Faust's own per-message consumer, with the worker's fetch wait (like for like).
-    use_stock_transport(app, fetch_max_wait_ms(settings))
-    inputs = app.topic(*settings.input_topics, value_serializer="raw", key_serializer="raw")
+    use_stock_transport(app, fetch_max_wait_ms(settings.kafka))
+    inputs = app.topic(*settings.kafka.input_topics, value_serializer="raw", key_serializer="raw")
     clock = _Clock(expected)
 
     if mode == CONSUME:
-        within = settings.batch_max_wait_ms / _MS
+        within = settings.worker.batch_max_wait_ms / _MS
 
         @app.agent(inputs, name="ceiling-consume")
         async def consume(stream: Any) -> None:
-            async for values in stream.take(settings.batch_max_size, within=within):
+            async for values in stream.take(settings.worker.batch_max_size, within=within):
                 clock.start()
                 for value in values:
                     orjson.loads(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import tempfile
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE, Event, encode_event
+from memberpulse.streams.bench.machine import describe_machine
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.worker.decode import DeadLetter, EventDecoder
 
@@ -59,7 +59,7 @@ def bench_decode(settings: Settings, events: int, repeats: int = 3) -> DecodeRes
     """Best of `repeats` passes decoding `events` valid payloads with the live checks on."""
     now_ms = int(time.time() * 1000)
     payloads = sample_payloads(events, now_ms)
-    decoder = EventDecoder(settings, live=True)
+    decoder = EventDecoder(settings.worker, live=True)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -77,19 +77,6 @@ def bench_decode(settings: Settings, events: int, repeats: int = 3) -> DecodeRes
         python=platform.python_version(),
         machine=describe_machine(),
     )
-
-
-def describe_machine() -> str:
-    """CPU model and core count, for benchmark records."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def bench_features(members: int = 2_000, batch: int = 512, repeats: int = 20) -> dict[str, object]:
@@ -123,5 +110,5 @@ def bench_features(members: int = 2_000, batch: int = 512, repeats: int = 20) ->
         "median_ms": median * 1e3,
         "members_per_s": len(snaps) / median,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": describe_machine(),
     }

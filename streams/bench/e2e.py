@@ -2,7 +2,7 @@
 
 On one broker, one Redis, the same pre-loaded input topics and the same events:
 
-1. **consume ceiling**: a bare Faust agent that decodes and counts (streams/bench_ceilings.py);
+1. **consume ceiling**: a bare Faust agent that decodes and counts (streams/bench/ceilings.py);
 2. **naive forward**: a bare Faust agent that `await topic.send(...)`s each event;
 3. **the worker** (`--workers N` processes in one group): decode, state, encode, score,
    decide, record, produce, commit. Throughput is counted from the first event accounted
@@ -23,7 +23,6 @@ never asserted: the figures go to BENCHMARKS.md with the command and the machine
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -39,9 +38,11 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from memberpulse.models.contract import Event, encode_event
+from memberpulse.models.errors import BenchmarkFailed
 from memberpulse.models.timeutil import MS_PER_SECOND
+from memberpulse.streams.bench.machine import describe_machine
 from memberpulse.streams.local.worker_process import Metrics, WorkerProcess, settings_env
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import KafkaSettings, Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.worker.kafka import (
     client_config,
@@ -94,10 +95,11 @@ def _namespace(base: Settings, tag: str, phase: str, fresh_inputs: bool = False)
     names += ["topic_tiers"]
     if fresh_inputs:
         names += ["topic_clicks", "topic_browses", "topic_purchases"]
+    defaults = KafkaSettings()  # the topics' default names (a section reads no environment)
     for name in names:
-        update[name] = f"{prefix}.{getattr(Settings.model_fields[name], 'default', name)}"
+        update[name] = f"{prefix}.{getattr(defaults, name)}"
     settings = base.model_copy(update=update)
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     return settings
 
 
@@ -116,23 +118,23 @@ def simulated_events(count: int, seed: int) -> list[Event]:
 def preload(settings: Settings, events: Sequence[Event]) -> float:
     """Produce the events to the input topics, keyed by member; seconds taken."""
     started = time.perf_counter()
-    producer = make_producer(settings)
+    producer = make_producer(settings.kafka)
     for i, event in enumerate(events):
         producer.produce(
-            settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
+            settings.kafka.topic_for_type(event.type), encode_event(event), event.member_id.encode()
         )
         if i % 10_000 == 0:
             producer.poll(0)
     if producer.flush(60):
-        raise RuntimeError("the broker did not confirm the pre-loaded events")
+        raise BenchmarkFailed("the broker did not confirm the pre-loaded events")
     return time.perf_counter() - started
 
 
 def ceiling(settings: Settings, mode: str, expected: int, timeout_s: float) -> dict[str, Any]:
     """Run a bare Faust agent (consume or forward) as a child; its JSON report."""
-    forward_to = f"{settings.worker_group_id}.forward"
+    forward_to = f"{settings.worker.group_id}.forward"
     if mode == "forward":  # ensure_topics creates the DLQ topic: borrow it for the target
-        ensure_topics(settings.model_copy(update={"topic_dlq": forward_to}))
+        ensure_topics(settings.model_copy(update={"topic_dlq": forward_to}).kafka)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
     env |= settings_env(settings)
     args = [sys.executable, "-m", "memberpulse.streams.bench.ceilings", mode, str(expected)]
@@ -148,7 +150,9 @@ def ceiling(settings: Settings, mode: str, expected: int, timeout_s: float) -> d
     lines = [line[line.index('{"events"') :] for line in done.stdout.splitlines()
              if '{"events"' in line]  # fmt: skip
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"the {mode} ceiling failed ({done.returncode}): {done.stderr[-2000:]}")
+        raise BenchmarkFailed(
+            f"the {mode} ceiling failed ({done.returncode}): {done.stderr[-2000:]}"
+        )
     report: dict[str, Any] = orjson.loads(lines[-1])
     return report
 
@@ -172,9 +176,9 @@ def _accounted(workers: Sequence[WorkerProcess]) -> tuple[float, list[Metrics]]:
 
 
 def _start(settings: Settings, count: int, log: Path, **overrides: Any) -> list[WorkerProcess]:
-    if count > settings.input_partitions:
+    if count > settings.kafka.input_partitions:
         raise ValueError(
-            f"{count} workers for {settings.input_partitions} input partitions: "
+            f"{count} workers for {settings.kafka.input_partitions} input partitions: "
             "the extra ones would never get a partition"
         )
     workers: list[WorkerProcess] = []
@@ -184,7 +188,7 @@ def _start(settings: Settings, count: int, log: Path, **overrides: Any) -> list[
         deadline = time.monotonic() + _READY_S
         while not all(w.ready() for w in workers):
             if time.monotonic() > deadline or not all(w.alive() for w in workers):
-                raise RuntimeError(f"the worker did not become ready; see {log}")
+                raise BenchmarkFailed(f"the worker did not become ready; see {log}")
             time.sleep(_POLL_S)  # polling the children's /ready
     except BaseException:
         for w in workers:
@@ -222,7 +226,7 @@ def drain(
             if done >= expected or (first and stop_after_s and now - first >= stop_after_s):
                 break
             if now > deadline or not all(w.alive() for w in running):
-                raise RuntimeError(f"{done:.0f} of {expected} events accounted for; see {log}")
+                raise BenchmarkFailed(f"{done:.0f} of {expected} events accounted for; see {log}")
             time.sleep(_POLL_S)  # sampling the children's /metrics
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_start
         rss_end = sum(rss_mb(p) for p in pids)
@@ -266,16 +270,16 @@ class _OutputClock(threading.Thread):
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
-        config = client_config(self._settings) | {
+        config = client_config(self._settings.kafka) | {
             "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
         }
-        wait = fetch_max_wait_ms(self._settings)
+        wait = fetch_max_wait_ms(self._settings.kafka)
         if wait is not None:  # the reader's own fetch wait must not count as latency
             config["fetch.wait.max.ms"] = wait
         consumer = Consumer(config)
         try:
-            topics = self._settings.output_topics
+            topics = self._settings.kafka.output_topics
             partitions = consumer.list_topics(timeout=10).topics
             consumer.assign(
                 [TopicPartition(t, p, 0) for t in topics for p in partitions[t].partitions]
@@ -316,7 +320,7 @@ def fixed_load(
     reader.start()
     rss: list[float] = []
     try:
-        producer = make_producer(settings)
+        producer = make_producer(settings.kafka)
         started, started_wall = time.monotonic(), time.time()
         warm_until = started_wall + _WARM_UP_S
         next_rss = started + _WARM_UP_S
@@ -333,7 +337,9 @@ def fixed_load(
             if now >= warm_until:
                 sent_at[event.event_id] = now
             producer.produce(
-                settings.topic_for_type(event.type), encode_event(event), event.member_id.encode()
+                settings.kafka.topic_for_type(event.type),
+                encode_event(event),
+                event.member_id.encode(),
             )
             producer.poll(0)
             sent += 1
@@ -403,14 +409,6 @@ def _mean_batch(metrics: Metrics) -> float | None:
     return metrics.total("memberpulse_batch_size_sum") / count if count else None
 
 
-def machine() -> str:
-    """Where the figures were measured."""
-    cores = os.cpu_count()
-    return (
-        f"{platform.node()}: {cores} CPUs, {platform.machine()}, Python {platform.python_version()}"
-    )
-
-
 def bench_e2e(
     settings: Settings,
     events: int,
@@ -465,7 +463,7 @@ def bench_e2e(
     batches = full.metrics.total("memberpulse_batches_total")
     per_batch, per_event = _stages(full.metrics, len(stream))
     report: dict[str, Any] = {
-        "machine": machine(),
+        "machine": describe_machine(),
         "events": len(stream),
         "workers": workers,
         "throughput_eps": full.eps,
@@ -504,10 +502,10 @@ def bench_e2e(
         "outputs": full.metrics.by_label("memberpulse_outputs_total", "kind"),
         "dead_letters": full.metrics.by_label("memberpulse_dlq_total", "reason"),
         "settings": {
-            "batch_max_size": settings.batch_max_size,
-            "batch_max_wait_ms": settings.batch_max_wait_ms,
-            "align_idle_ms": settings.align_idle_ms,
-            "kafka_profile": settings.kafka_profile,
+            "batch_max_size": settings.worker.batch_max_size,
+            "batch_max_wait_ms": settings.worker.batch_max_wait_ms,
+            "align_idle_ms": settings.worker.align_idle_ms,
+            "kafka_profile": settings.kafka.profile,
         },
         "out_dir": str(out_dir),
     }

@@ -11,24 +11,17 @@ percentile over all rounds' calls.
 from __future__ import annotations
 
 import copy
-import platform
 import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import torch
 
-from memberpulse.export.parity import exclusions
-from memberpulse.export.pipeline import export_model
-from memberpulse.export.serving_graph import ServingGraph
-from memberpulse.export.variants import INT8
-from memberpulse.models.bundle import load_bundle, load_heldout
 from memberpulse.models.features import FeatureBatch
-from memberpulse.models.network import MemberTransformer
+from memberpulse.streams.bench.machine import describe_machine
 from memberpulse.streams.serving.scorer import (
     CPU,
     CUDA,
@@ -36,6 +29,11 @@ from memberpulse.streams.serving.scorer import (
     default_threads,
     loadable_providers,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from memberpulse.models.network import MemberTransformer
 
 BATCH_SIZES: Final = (1, 16, 64, 256, 1024)
 MIN_SECONDS: Final = 0.5  # per backend and round
@@ -76,15 +74,22 @@ def _rows_of(features: FeatureBatch, batch: int) -> FeatureBatch:
 
 def bench_model(model_dir: Path, settings: Any) -> dict[str, Any]:
     """The benchmark report (JSON layout of `memberpulse bench model --json`)."""
+    import torch  # the `train` extra: imported here, so that serving installs without it
+
+    from memberpulse.export.parity import exclusions
+    from memberpulse.export.pipeline import export_model
+    from memberpulse.export.variants import INT8
+    from memberpulse.models.bundle import load_bundle, load_heldout
+
     bundle = load_bundle(model_dir)
     features, _, _ = load_heldout(model_dir)
-    threads = settings.scorer_threads or default_threads()
+    threads = settings.serving.scorer_threads or default_threads()
     torch.set_num_threads(threads)
     results: list[dict[str, Any]] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         onnx = Path(tmp) / "model.onnx"
-        exported = export_model(model_dir, onnx, settings.model_top_k, variants=True)
+        exported = export_model(model_dir, onnx, settings.serving.top_k, variants=True)
         scorers = {"onnx-fp32": Scorer(onnx, bundle.spec, [CPU], threads, buckets=BATCH_SIZES)}
         for variant in exported.variants:
             if variant.name == INT8 and variant.path is not None:
@@ -103,14 +108,13 @@ def bench_model(model_dir: Path, settings: Any) -> dict[str, Any]:
             exclude = exclusions(rows, bundle.spec.first_item)
             calls: dict[str, Callable[[], object]] = {}
             for device in devices:
-                calls |= _torch_calls(bundle.model, rows, exclude, settings.model_top_k, device)
+                calls |= _torch_calls(bundle.model, rows, exclude, settings.serving.top_k, device)
             for name, scorer in scorers.items():
                 calls[name] = partial(scorer.score, rows, exclude)
             laps = _rounds(calls)
             results += [_row(name, batch, laps[name]) for name in calls]
     return {
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-        f"{threads} threads, torch {torch.__version__}",
+        "machine": f"{describe_machine()}, {threads} threads, torch {torch.__version__}",
         "parameters": bundle.model.parameter_count(),
         "results": results,
         "notes": notes,
@@ -138,6 +142,10 @@ def _torch_calls(
     """The network as trained (`torch-eager`: the `transformers` encoder and our heads) and
     the serving graph that export writes, run in torch (`torch-eager-serving-graph`); on
     CUDA the network in fp32 and under bf16 autocast."""
+    import torch
+
+    from memberpulse.export.serving_graph import ServingGraph
+
     # `.to()` moves a module in place: the CPU rows must keep a CPU network, so CUDA gets
     # its own copy (the first GPU run here crashed on exactly that).
     model = model.eval() if device == "cpu" else copy.deepcopy(model).eval().to(device)

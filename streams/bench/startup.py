@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from memberpulse.models.contract import encode_event
+from memberpulse.models.errors import BenchmarkFailed
 from memberpulse.models.timeutil import MS_PER_SECOND
 from memberpulse.streams.local.worker_process import WorkerProcess
 from memberpulse.streams.settings import Settings
@@ -39,9 +40,9 @@ def _wait(condition: Any, what: str, worker: WorkerProcess) -> float:
     started = time.monotonic()
     while not condition():
         if not worker.alive():
-            raise RuntimeError(f"the worker exited before {what}; see its log")
+            raise BenchmarkFailed(f"the worker exited before {what}; see its log")
         if time.monotonic() - started > _DEADLINE_S:
-            raise RuntimeError(f"no {what} within {_DEADLINE_S:.0f} s")
+            raise BenchmarkFailed(f"no {what} within {_DEADLINE_S:.0f} s")
         time.sleep(_POLL_S)  # polling a child process's endpoint
     return time.monotonic()
 
@@ -50,7 +51,7 @@ def one_round(settings: Settings, index: int) -> Round:
     """Start a worker in a fresh group, feed it one event, stop it."""
     from memberpulse.models.contract import Event
 
-    group = f"{settings.worker_group_id}-bench-{uuid.uuid4().hex[:8]}"
+    group = f"{settings.worker.group_id}-bench-{uuid.uuid4().hex[:8]}"
     log = settings.home / "logs" / "bench-startup.log"
     begun = time.monotonic()
     worker = WorkerProcess(
@@ -59,7 +60,7 @@ def one_round(settings: Settings, index: int) -> Round:
     try:
         ready = _wait(worker.ready, "ready answer", worker)
         member = f"bench-startup-{index}-{uuid.uuid4().hex[:6]}"
-        producer = make_producer(settings)
+        producer = make_producer(settings.kafka)
         sent = 0
 
         def applied() -> bool:
@@ -69,7 +70,7 @@ def one_round(settings: Settings, index: int) -> Round:
             event = Event(
                 f"{member}-{sent}", member, "browse", "I00001", int(time.time() * MS_PER_SECOND)
             )
-            producer.produce(settings.topic_browses, encode_event(event), member.encode())
+            producer.produce(settings.kafka.topic_browses, encode_event(event), member.encode())
             producer.flush(10)
             sent += 1
             return worker.metrics().total("memberpulse_events_applied_total") >= 1
@@ -92,5 +93,5 @@ def bench_startup(settings: Settings, rounds: int) -> dict[str, Any]:
         "first_event_s": statistics.median(r.first_event_s for r in results),
         "exit_after_sigterm_s": statistics.median(r.exit_after_sigterm_s for r in results),
         "exit_codes": sorted({r.exit_code for r in results}),
-        "kafka_profile": settings.kafka_profile,
+        "kafka_profile": settings.kafka.profile,
     }

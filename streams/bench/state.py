@@ -42,7 +42,7 @@ def simulated_events(settings: Settings, members: int, days: int, seed: int) -> 
     offsets: dict[tuple[str, int], int] = {}
     out = []
     for event in Simulator(SimConfig(members=members, days=days, seed=seed)).iter_events():
-        topic = settings.topic_for_type(event.type)
+        topic = settings.kafka.topic_for_type(event.type)
         partition = hash(event.member_id) % _PARTITIONS
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
@@ -122,8 +122,8 @@ def bytes_per_member(
     offset = 0
     for member in members:
         items = []
-        for event in full_member_events(member, end, settings.state_sequence_length, count):
-            items.append(SourcedEvent(event, settings.topic_for_type(event.type), 0, offset))
+        for event in full_member_events(member, end, settings.state.sequence_length, count):
+            items.append(SourcedEvent(event, settings.kafka.topic_for_type(event.type), 0, offset))
             offset += 1
         store.apply(items, end)
     decision = DecisionState(
@@ -137,7 +137,7 @@ def bytes_per_member(
     store.record([DecisionRecord(member, 0, decision, {}) for member in members])
     state_bytes = other_bytes = 0
     for member in members:
-        state_key, *others = keys.member_keys(settings.redis_key_prefix, member)
+        state_key, *others = keys.member_keys(settings.redis.key_prefix, member)
         state_bytes += int(store.client.memory_usage(state_key, samples=0) or 0)
         for key in others:
             other_bytes += int(store.client.memory_usage(key, samples=0) or 0)
@@ -151,7 +151,9 @@ def bytes_per_member(
 def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[str, object]:
     """The whole benchmark; each run uses its own key prefix and cleans up after itself."""
     events = simulated_events(settings, members, days, seed)
-    tune_gc(settings)  # the worker's process settings, applied at the same point: before batch 1
+    tune_gc(
+        settings.worker
+    )  # the worker's process settings, applied at the same point: before batch 1
     results = []
     for size in BATCH_SIZES:
         stores = []
@@ -180,7 +182,7 @@ def bench_state(settings: Settings, members: int, days: int, seed: int) -> dict[
         "bytes_per_member_detail": memory,
         "bytes_per_member_dense": dense["total"],
         "dense_events_per_day": _DENSE_PER_DAY,
-        "sequence_length": settings.state_sequence_length,
+        "sequence_length": settings.state.sequence_length,
         "redis_version": version,
         "events": len(events),
         "members": members,

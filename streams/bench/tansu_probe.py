@@ -1,14 +1,14 @@
 """Probe: how fast a consumer reads a tansu topic back, by how the records were batched.
 
-Not a test (pytest does not collect it): a measurement behind BENCHMARKS.md's soak section.
-A live producer writes record batches of a few records each; a consumer that fell behind
-then has to read thousands of small batches per partition. This starts a private tansu,
-writes N records in batches of B records (librdkafka `batch.num.messages`, no linger) to a
-4-partition topic, and times reading back min(N, 50,000) records with `assign()` (a 120 s
-cap): from offset 0, or with `--tail` only the last 1 % of each partition (a consumer
-that is nearly caught up).
+Not a test and not a `memberpulse bench` command: a measurement behind BENCHMARKS.md's
+soak section ("Soak, and why it stalled"). A live producer writes record batches of a few
+records each; a consumer that fell behind then has to read thousands of small batches per
+partition. This starts a private tansu, writes N records in batches of B records
+(librdkafka `batch.num.messages`, no linger) to a 4-partition topic, and times reading
+back min(N, 50,000) records with `assign()` (a 120 s cap): from offset 0, or with
+`--tail` only the last 1 % of each partition (a consumer that is nearly caught up).
 
-    .venv/bin/python tests/probes/tansu_small_batches.py --records 200000 --batch 5 [--tail]
+    .venv/bin/python -m memberpulse.streams.bench.tansu_probe --records 200000 --batch 5 [--tail]
 """
 
 from __future__ import annotations

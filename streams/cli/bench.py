@@ -72,7 +72,7 @@ def bench_state(
     state = context.state(ctx)
     settings = state.settings()
     started = None
-    if "redis_url" not in settings.model_fields_set and not _redis_up(settings):
+    if not settings.is_set("redis_url") and not _redis_up(settings):
         base = load_settings(state.overrides)
         started = launcher.up(base, components=["redis"])
         settings = started.apply_to(settings)
@@ -188,7 +188,7 @@ def bench_e2e(
     info = launcher.up(private)
     try:
         settings = info.apply_to(private)
-        notes.line(f"private stack: kafka {settings.kafka_bootstrap}, redis {info.redis_url()}")
+        notes.line(f"private stack: kafka {settings.kafka.bootstrap}, redis {info.redis_url()}")
         report = run(
             settings, events, workers, load, latency_seconds, naive_seconds, soak_seconds,
             target, say=notes.line,
@@ -209,7 +209,7 @@ def _redis_up(settings: Settings) -> bool:
     from memberpulse.streams.state.client import make_redis
 
     try:
-        return bool(make_redis(settings).ping())
+        return bool(make_redis(settings.redis).ping())
     except redis.RedisError:
         return False
 

@@ -39,7 +39,7 @@ def demo(
     settings = info.apply_to(base)
     out.line(
         f"stack {'reused' if info.already_running else 'up'} under {base.home}: "
-        f"kafka {settings.kafka_bootstrap}, redis {info.redis_url()}"
+        f"kafka {settings.kafka.bootstrap}, redis {info.redis_url()}"
     )
     problems: list[str] = []
     try:

@@ -24,7 +24,7 @@ def export(
     from memberpulse.export.pipeline import export_model
 
     settings = context.settings(ctx)
-    result = export_model(model, out, top_k or settings.model_top_k, variants)
+    result = export_model(model, out, top_k or settings.serving.top_k, variants)
     p = result.parity
     lines = Reporter()
     lines.line(f"wrote {result.onnx} (version {result.card_data['version']}), card {result.card}")
@@ -88,12 +88,12 @@ def _promote(settings: Any, registry: Any, version: str) -> None:
 
     from memberpulse.streams.state.client import make_redis
 
-    client: Any = make_redis(settings)
+    client: Any = make_redis(settings.redis)
     try:
         client.ping()
     except redis.RedisError:
         client = None
-    registry.promote(version, client, settings.redis_key_prefix)
+    registry.promote(version, client, settings.redis.key_prefix)
     where = "here and in Redis" if client is not None else "here (Redis not reachable)"
     Reporter().line(f"version {version} is current {where}")
 

@@ -52,7 +52,7 @@ def train(
         overrides["horizon_days"] = horizon_days
     if epochs is not None:
         overrides["epochs"] = epochs
-    config = settings.train_config(**overrides)
+    config = settings.training.config(**overrides)
     reporter = Reporter()
     log = load_events(events)
     reporter.line(f"{len(log):,} events of {len(log.members):,} members from {events}")
@@ -63,7 +63,7 @@ def train(
         log,
         out,
         config,
-        settings.state_spec(),
+        settings.state.spec(),
         None if until is None else parse_ts(until),
         progress,
     )

@@ -135,10 +135,10 @@ def _to_kafka(
     from memberpulse.streams.local.live import plan_live, stream_members
     from memberpulse.streams.worker.kafka import wait_for_broker
 
-    wait_for_broker(settings)
+    wait_for_broker(settings.kafka)
     plan = plan_live(seconds=seconds, speed=speed, rate=rate)
     out.line(
-        f"producing to {settings.kafka_bootstrap}: {members:,} members, simulated "
+        f"producing to {settings.kafka.bootstrap}: {members:,} members, simulated "
         f"{to_iso(plan.sim_start_ms)} → {to_iso(plan.sim_end_ms)} ({speed:g}× real time), "
         f"at most {rate:g} events/s for {seconds:g} s"
     )

@@ -19,7 +19,7 @@ def worker(ctx: typer.Context) -> None:
     from memberpulse.streams.worker.app import Worker
 
     settings = context.settings(ctx)
-    if settings.worker_web_port == 0:
+    if settings.worker.web_port == 0:
         settings = settings.model_copy(update={"worker_web_port": free_port()})
     Worker(settings).run()
 
@@ -38,11 +38,12 @@ def tail(
     from memberpulse.streams.worker.kafka import client_config, partition_counts
 
     settings = context.settings(ctx)
-    partitions = partition_counts(settings, [topic]).get(topic, 0)
+    partitions = partition_counts(settings.kafka, [topic]).get(topic, 0)
     if not partitions:
-        raise typer.BadParameter(f"no topic {topic!r} on {settings.kafka_bootstrap}")
+        raise typer.BadParameter(f"no topic {topic!r} on {settings.kafka.bootstrap}")
     consumer = Consumer(
-        client_config(settings) | {"group.id": "memberpulse-tail", "enable.auto.commit": False}
+        client_config(settings.kafka)
+        | {"group.id": "memberpulse-tail", "enable.auto.commit": False}
     )
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
     consumer.assign([TopicPartition(topic, p, start) for p in range(partitions)])

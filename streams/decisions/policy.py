@@ -14,7 +14,7 @@ import orjson
 from memberpulse.models.snapshot import DecisionState, Reservation
 from memberpulse.models.timeutil import MS_PER_DAY, MS_PER_MINUTE
 from memberpulse.streams.decisions.coupons import CouponRules
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import DecisionSettings
 
 CHURN: Final = "churn_alert"
 RECOMMENDATION: Final = "recommendation"
@@ -49,24 +49,27 @@ class Policy:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, coupons: CouponRules, card: Mapping[str, Any] | None = None
+        cls,
+        decisions: DecisionSettings,
+        coupons: CouponRules,
+        card: Mapping[str, Any] | None = None,
     ) -> Policy:
         """The policy the settings describe, churn thresholds fitted to the model `card`."""
-        alert, rearm = churn_thresholds(settings, card)
+        alert, rearm = churn_thresholds(decisions, card)
         return cls(
             alert_threshold=alert,
             rearm_threshold=rearm,
-            churn_cooldown_ms=round(settings.churn_cooldown_days * MS_PER_DAY),
-            reason_gap_ratio=settings.reason_purchase_gap_ratio,
-            reason_activity_drop=settings.reason_activity_drop,
-            rec_material_top=settings.rec_material_top,
-            rec_min_interval_ms=round(settings.rec_min_interval_minutes * MS_PER_MINUTE),
-            tier_names=settings.tier_names,
-            tier_floors=settings.tier_min_spend,
-            tier_full_history_ms=settings.tier_full_history_days * MS_PER_DAY,
-            idle_gap_multiple=settings.idle_gap_multiple,
-            idle_default_ms=round(settings.idle_default_days * MS_PER_DAY),
-            idle_recheck_ms=round(settings.idle_recheck_days * MS_PER_DAY),
+            churn_cooldown_ms=round(decisions.churn_cooldown_days * MS_PER_DAY),
+            reason_gap_ratio=decisions.reason_purchase_gap_ratio,
+            reason_activity_drop=decisions.reason_activity_drop,
+            rec_material_top=decisions.rec_material_top,
+            rec_min_interval_ms=round(decisions.rec_min_interval_minutes * MS_PER_MINUTE),
+            tier_names=decisions.tier_names,
+            tier_floors=decisions.tier_min_spend,
+            tier_full_history_ms=decisions.tier_full_history_days * MS_PER_DAY,
+            idle_gap_multiple=decisions.idle_gap_multiple,
+            idle_default_ms=round(decisions.idle_default_days * MS_PER_DAY),
+            idle_recheck_ms=round(decisions.idle_recheck_days * MS_PER_DAY),
             coupons=coupons,
         )
 
@@ -103,14 +106,16 @@ class Decision:
     reservation: Reservation | None = None  # the coupon's budget, reserved in round trip 2
 
 
-def churn_thresholds(settings: Settings, card: Mapping[str, Any] | None) -> tuple[float, float]:
+def churn_thresholds(
+    decisions: DecisionSettings, card: Mapping[str, Any] | None
+) -> tuple[float, float]:
     """(alert, re-arm): the fixed settings when given; else quantiles of the model's own
     held-out risks (its card), so that "alert on the riskiest 5%" holds for any model,
     however its probabilities are spread; else the fallback (a card from before the
     percentiles were recorded).
     """
-    if settings.churn_alert_threshold is not None and settings.churn_rearm_threshold is not None:
-        return settings.churn_alert_threshold, settings.churn_rearm_threshold
+    if decisions.churn_alert_threshold is not None and decisions.churn_rearm_threshold is not None:
+        return decisions.churn_alert_threshold, decisions.churn_rearm_threshold
     percentiles = (card or {}).get("churn_risk_percentiles")
     if not percentiles:
         return FALLBACK_ALERT, FALLBACK_REARM
@@ -119,7 +124,10 @@ def churn_thresholds(settings: Settings, card: Mapping[str, Any] | None) -> tupl
         index = min(max(round(quantile * 100) - 1, 0), len(percentiles) - 1)
         return float(percentiles[index])
 
-    alert, rearm = at(settings.churn_alert_quantile), at(settings.churn_rearm_quantile)
+    alert, rearm = (
+        at(decisions.churn_alert_quantile),
+        at(decisions.churn_rearm_quantile),
+    )
     return alert, min(rearm, alert * REARM_CAP)
 
 

@@ -40,9 +40,9 @@ class Recipe:
     def of(cls, settings: Settings) -> Recipe:
         """The recipe the settings ask for."""
         return cls(
-            settings.default_model_members,
-            settings.default_model_days,
-            settings.default_model_epochs,
+            settings.training.default_model_members,
+            settings.training.default_model_days,
+            settings.training.default_model_epochs,
         )
 
 
@@ -58,12 +58,12 @@ class DefaultModel:
 def default_model_dir(settings: Settings) -> Path:
     """The cache directory for the current encoder, training settings and recipe."""
     recipe = Recipe.of(settings)
-    config = settings.train_config(epochs=recipe.epochs, seed=recipe.seed)
+    config = settings.training.config(epochs=recipe.epochs, seed=recipe.seed)
     text = json.dumps(
         {
             "config": asdict(config),
             "recipe": asdict(recipe),
-            "state": asdict(settings.state_spec()),
+            "state": asdict(settings.state.spec()),
         },
         sort_keys=True,
     )
@@ -90,8 +90,8 @@ def ensure_default_model(
     data.parent.mkdir(parents=True)
     sim = SimConfig(members=recipe.members, days=recipe.days, seed=recipe.seed)
     simulate_to_file(sim, data)
-    config = settings.train_config(epochs=recipe.epochs, seed=recipe.seed)
-    train(load_events(data), path, config, settings.state_spec(), None, on_progress)
+    config = settings.training.config(epochs=recipe.epochs, seed=recipe.seed)
+    train(load_events(data), path, config, settings.state.spec(), None, on_progress)
     shutil.rmtree(data.parent)
     (path / READY_FILE).write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return DefaultModel(path, True, time.perf_counter() - started)
@@ -129,7 +129,7 @@ def _serve(out: Reporter, settings: Settings, model_dir: Path) -> str:
 
     onnx_file = model_dir / "onnx" / "model.onnx"
     if not onnx_file.exists():
-        result = export_model(model_dir, onnx_file, settings.model_top_k, variants=False)
+        result = export_model(model_dir, onnx_file, settings.serving.top_k, variants=False)
         out.line(f"exported to ONNX (parity checked): {result.onnx}")
     registry = Registry(settings.registry_root)
     version = registry.add(onnx_file)

@@ -68,14 +68,15 @@ class _OutputReader:
         self._lock = threading.Lock()
         self._seen = _Seen()
         self._stop = threading.Event()
-        counts = partition_counts(settings, settings.output_topics)
+        counts = partition_counts(settings.kafka, settings.kafka.output_topics)
         self._consumer = Consumer(
-            client_config(settings) | {"group.id": "memberpulse-demo", "enable.auto.commit": False}
+            client_config(settings.kafka)
+            | {"group.id": "memberpulse-demo", "enable.auto.commit": False}
         )
         self._consumer.assign(
             [
                 TopicPartition(t, p, OFFSET_END)
-                for t in settings.output_topics
+                for t in settings.kafka.output_topics
                 for p in range(counts[t])
             ]
         )
@@ -204,7 +205,7 @@ def run_demo(
     # Lateness is an event-time span: compressed `speed` times, an hour is a few
     # milliseconds of wall time, less than a batch takes. Keep it at least
     # _LATENESS_WALL_S of wall time, as it would be live.
-    lateness = max(settings.state_lateness_ms, round(speed * _LATENESS_WALL_S * MS_PER_SECOND))
+    lateness = max(settings.state.lateness_ms, round(speed * _LATENESS_WALL_S * MS_PER_SECOND))
     run = settings.model_copy(
         update={
             "worker_group_id": f"memberpulse-demo-{tag}",

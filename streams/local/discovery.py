@@ -17,9 +17,8 @@ def with_local_stack(settings: Settings) -> Settings:
         for name, record in stack.load_state(settings).items()
         if stack.is_alive(record)
     }
-    explicit = settings.model_fields_set
-    if "kafka_bootstrap" in explicit:
+    if settings.is_set("kafka_bootstrap"):
         alive.pop(stack.KAFKA, None)
-    if "redis_url" in explicit:
+    if settings.is_set("redis_url"):
         alive.pop(stack.REDIS, None)
     return StackInfo(alive, already_running=True).apply_to(settings) if alive else settings

@@ -65,10 +65,10 @@ def up(settings: Settings, components: Iterable[str] = ALL_COMPONENTS) -> StackI
                 started.append(records[name])
         info = StackInfo(records, already_running=already)
         if stack.KAFKA in records:
-            ensure_topics(info.apply_to(settings))
+            ensure_topics(info.apply_to(settings).kafka)
     except BaseException:
         for record in started:
-            stack.stop(record, settings.stack_stop_grace_s)
+            stack.stop(record, settings.stack.stop_grace_s)
         raise
     stack.save_state(settings, records)
     return info
@@ -76,7 +76,7 @@ def up(settings: Settings, components: Iterable[str] = ALL_COMPONENTS) -> StackI
 
 def _start_kafka(settings: Settings) -> stack.ProcessRecord:
     binary = stack.find_tansu(settings)
-    port = stack.pick_port(settings.stack_kafka_port, "the tansu broker")
+    port = stack.pick_port(settings.stack.kafka_port, "the tansu broker")
     url = f"tcp://{stack.LOOPBACK}:{port}"
     command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
     record = stack.spawn(stack.KAFKA, command, port, stack.stack_dir(settings) / "tansu.log")
@@ -87,7 +87,7 @@ def _start_kafka(settings: Settings) -> stack.ProcessRecord:
 
 def _start_redis(settings: Settings) -> stack.ProcessRecord:
     binary = stack.find_redis_server(settings)
-    port = stack.pick_port(settings.stack_redis_port, "redis-server")
+    port = stack.pick_port(settings.stack.redis_port, "redis-server")
     workdir = stack.stack_dir(settings) / "redis"
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
@@ -104,7 +104,7 @@ def _start_redis(settings: Settings) -> stack.ProcessRecord:
 
 
 def _await(record: stack.ProcessRecord, settings: Settings, answers: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + settings.stack_start_timeout_s
+    deadline = time.monotonic() + settings.stack.start_timeout_s
     while time.monotonic() < deadline:
         if not stack.is_alive(record):
             raise StackError(
@@ -113,16 +113,16 @@ def _await(record: stack.ProcessRecord, settings: Settings, answers: Callable[[]
         if answers():
             return
         time.sleep(stack.POLL_S)
-    stack.stop(record, settings.stack_stop_grace_s)
+    stack.stop(record, settings.stack.stop_grace_s)
     raise StackError(
         f"{record.name} did not answer on port {record.port} within "
-        f"{settings.stack_start_timeout_s} s; log {record.log}:\n{stack.tail(record.log)}"
+        f"{settings.stack.start_timeout_s} s; log {record.log}:\n{stack.tail(record.log)}"
     )
 
 
 def _kafka_answers(settings: Settings) -> bool:
     try:
-        return wait_for_broker(settings, timeout_s=0.5) > 0
+        return wait_for_broker(settings.kafka, timeout_s=0.5) > 0
     except KafkaUnavailable:
         return False
 
@@ -142,7 +142,7 @@ def down(settings: Settings) -> list[str]:
     stopped = [
         name
         for name, record in stack.load_state(settings).items()
-        if stack.stop(record, settings.stack_stop_grace_s)
+        if stack.stop(record, settings.stack.stop_grace_s)
     ]  # fmt: skip
     stack.state_file(settings).unlink(missing_ok=True)
     return stopped

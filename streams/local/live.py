@@ -102,7 +102,7 @@ def produce_live(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> LiveSummary:
     """Send `events` (in ts order, inside the plan's window) keyed by member_id."""
-    producer = producer or make_producer(settings)
+    producer = producer or make_producer(settings.kafka)
     rng = np.random.default_rng([seed, 0xBAD])
     summary = LiveSummary()
 
@@ -121,10 +121,10 @@ def produce_live(
             summary.cut_short = True
             break
         summary.max_lag_s = max(summary.max_lag_s, now - plan.due_wall_s(event.ts))
-        value, reason = _payload(event, rng, bad_fraction, settings.max_event_bytes)
+        value, reason = _payload(event, rng, bad_fraction, settings.worker.max_event_bytes)
         if reason is not None:
             summary.bad[reason.value] += 1
-        topic = settings.topic_for_type(event.type)
+        topic = settings.kafka.topic_for_type(event.type)
         _produce(producer, topic, event.member_id.encode(), value, on_delivery)
         summary.per_topic[topic] += 1
         summary.sent += 1
@@ -173,12 +173,12 @@ def _produce(
 
 def _flush(producer: Producer, settings: Settings) -> None:
     try:
-        remaining = producer.flush(settings.kafka_connect_timeout_s)
+        remaining = producer.flush(settings.kafka.connect_timeout_s)
     except KafkaException as exc:
-        raise KafkaUnavailable(settings.kafka_bootstrap, str(exc)) from exc
+        raise KafkaUnavailable(settings.kafka.bootstrap, str(exc)) from exc
     if remaining:
         raise KafkaUnavailable(
-            settings.kafka_bootstrap, f"{remaining} records still undelivered after flush"
+            settings.kafka.bootstrap, f"{remaining} records still undelivered after flush"
         )
 
 

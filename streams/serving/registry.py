@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
-from memberpulse.models.errors import ModelRejected
+from memberpulse.models.errors import ModelRejected, NoModel
 from memberpulse.models.features import FeatureSpec, schema_hash
 from memberpulse.streams.serving.files import card_path, spec_path
 from memberpulse.streams.serving.scorer import Scorer
@@ -198,9 +198,7 @@ class ModelHolder:
         """The model in service (raises when none was ever loaded)."""
         with self._lock:
             if self.loaded is None:
-                raise RuntimeError(
-                    f"no model in service: promote one into {self.registry.root} first"
-                )
+                raise NoModel(f"no model in service: promote one into {self.registry.root} first")
             return self.loaded
 
 

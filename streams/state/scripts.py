@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Final
 
+from memberpulse.models.errors import StateUnavailable
 from memberpulse.streams.state.client import RedisClient
 
 NAMES: Final = ("apply", "record", "idle", "budget")
@@ -24,7 +25,7 @@ class Script:
 
 
 def load_sources() -> dict[str, Script]:
-    """Every script shipped in `memberpulse.streams/lua/`."""
+    """Every script shipped in `memberpulse.streams.state` (`lua/`)."""
     folder = files("memberpulse.streams.state").joinpath("lua")
     scripts = {}
     for name in NAMES:
@@ -42,4 +43,6 @@ def register(client: RedisClient, scripts: dict[str, Script]) -> None:
     for script in scripts.values():
         loaded = client.script_load(script.source)
         if loaded != script.sha:
-            raise RuntimeError(f"Redis returned SHA {loaded} for {script.name}, not {script.sha}")
+            raise StateUnavailable(
+                f"Redis returned SHA {loaded} for {script.name}, not {script.sha}"
+            )

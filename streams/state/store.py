@@ -84,14 +84,14 @@ class RedisState:
 
     def __init__(self, settings: Settings, client: RedisClient | None = None) -> None:
         self._settings = settings
-        self._spec = settings.state_spec()
-        self._client = client or make_redis(settings)
+        self._spec = settings.state.spec()
+        self._client = client or make_redis(settings.redis)
         self._cluster = isinstance(self._client, RedisCluster)
         self._scripts = load_sources()
         self._sha = {name: script.sha for name, script in self._scripts.items()}
-        self._prefix = settings.redis_key_prefix
-        self._ttl = settings.state_ttl_ms
-        self._sources = {name: index for index, name in enumerate(settings.input_topics)}
+        self._prefix = settings.redis.key_prefix
+        self._ttl = settings.state.ttl_ms
+        self._sources = {name: index for index, name in enumerate(settings.kafka.input_topics)}
         self.round_trips = 0
         spec = self._spec
         self._apply_common: bytes = msgpack.packb(
@@ -191,7 +191,7 @@ class RedisState:
         if self._cluster:
             per_call = 1
         else:
-            per_call = self._settings.state_members_per_call if early else max(1, len(members))
+            per_call = self._settings.state.members_per_call if early else max(1, len(members))
         groups = [
             list(range(start, min(start + per_call, len(members))))
             for start in range(0, len(members), per_call)
@@ -235,7 +235,7 @@ class RedisState:
                         1,
                         keys.idle_key(self._prefix, partition),
                         partition_now.get(partition, now),
-                        self._settings.state_idle_fetch_limit,
+                        self._settings.state.idle_fetch_limit,
                         self._prefix,
                     )
 
@@ -374,7 +374,7 @@ class RedisState:
     def _idle_on_cluster(
         self, partitions: Sequence[int], now: int, partition_now: Mapping[int, int]
     ) -> list[tuple[int, Any]]:
-        limit = self._settings.state_idle_fetch_limit
+        limit = self._settings.state.idle_fetch_limit
         tags_per_partition = self._pipeline(
             lambda pipe: [
                 pipe.zrangebyscore(
@@ -532,12 +532,12 @@ class RedisState:
 
     def _with_retries(self, call: Callable[[], T]) -> T:
         settings = self._settings
-        delay = settings.redis_retry_backoff_s
-        for attempt in range(1, settings.redis_retry_attempts + 1):
+        delay = settings.redis.retry_backoff_s
+        for attempt in range(1, settings.redis.retry_attempts + 1):
             try:
                 return call()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                if attempt == settings.redis_retry_attempts:
+                if attempt == settings.redis.retry_attempts:
                     raise StateUnavailable(
                         f"Redis did not answer after {attempt} attempts: {exc}"
                     ) from exc

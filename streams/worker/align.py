@@ -1,48 +1,31 @@
 """Timestamp alignment of the co-partitioned input topics (what Kafka Streams calls task
-idling): a member's clicks, browses and purchases arrive on three topics, and a consumer
-reads those at different paces — catching up a backlog, one topic can run days of event
-time ahead of another. Applied as they come, the lagging topic's events would all be
-"too late" for the member's state (measured: 1,174 of ~15k events of a backlog).
+idling). A member's clicks, browses and purchases arrive on three topics that a consumer
+reads at different paces: catching up a backlog, one topic can run days of event time
+ahead of another, and applied as they come the lagging topic's events would be "too
+late" for the member's state.
 
-So records wait here, per partition number, until every input topic partition either has
-delivered a record at least as late (nothing earlier follows from it: each topic
-partition is in production order, event time within the lateness bound) or is *idle*.
-What is released leaves in event-time order (the events' own `ts`, decoded before
-alignment; dead letters have no event time (ts < 0): they go out as soon as the records
-before them do and never move a frontier — one corrupt record stamped with wall time did,
-and put ~2% of a compressed-time demo's events past the lateness bound).
+So records wait here, per partition number, until every input topic partition has either
+delivered a record at least as late (each topic partition is in production order) or is
+*idle*: caught up with its high watermark *and* silent for `idle_ms` of the consumer's
+free time (wall time minus time spent processing). Each condition alone fails on a
+backlog or on tansu's under-counting watermarks; together, a partition behind on a
+backlog is never idle and a live quiet one costs the others at most `idle_ms`. Released
+records leave in event-time order; dead letters (no event time, ts < 0) go out with the
+records before them and never move a frontier.
 
-Idle means: caught up with its high watermark (nothing more to read there now) *and*
-silent for `idle_ms` of the consumer's free time (wall time minus the time it spent
-processing: a busy consumer receives nothing, whatever the partitions hold). Each alone
-fails. A wall-clock hold alone releases out of order whenever the worker is behind on a
-backlog (a partition then waits long between deliveries while the consumer serves the
-others: measured 23k of 41k events too late; counting deliveries instead failed the same
-way, as Faust hands over a partition's buffer in runs). Watermarks alone are off by a few
-records on tansu, whose high watermarks under-count (measured: 3,580 reported for 3,601
-records), and are reported only per fetch. Together: a partition behind on a backlog is
-never idle, and a live quiet one costs the others at most `idle_ms` of latency.
+Alignment need not be exact: the state layer puts an event up to the lateness bound L
+behind the member's latest one in its place. So a record goes once it is at most
+`slack_ms` (default L/2) ahead of the frontier, which holds while S + D ≤ L (S the slack,
+D how far out of event-time order one topic partition delivers); beyond it events are
+dead-lettered as too late. Live, nothing waits for a quiet purchases partition.
 
-Alignment need not be exact: the state layer applies an event up to the lateness bound
-behind the member's latest one in its right place (and dead-letters it beyond). So a
-record goes out once it is at most `slack_ms` (default: half the lateness bound) ahead of
-the frontier. That holds while S + D ≤ L (S the slack, D how far out of event-time order
-records within one topic partition arrive, L the lateness bound); beyond it events are
-dead-lettered as too late. On a backlog, where topics drift days apart, the slack changes
-little; live, where they are seconds apart, nothing waits for a quiet purchases partition.
+Two bounds keep one partition from holding the rest: one that has delivered nothing
+since the aligner last held nothing (since assignment, with eager rebalances) stops
+holding the others after `stall_s` of free time, and past `max_held` records the
+earliest go anyway (counted in `forced`). Held records are not acknowledged, so offsets
+are never committed past them.
 
-A partition that has delivered nothing since the aligner last held nothing (with eager
-rebalances, since assignment: a revoke drops everything) for `stall_s` of the consumer's
-free time (a minute by default) stops holding the others back even when it is not caught
-up: seen once in a benchmark, a purchases partition that Faust never fetched while 16k
-records of the others waited, for minutes. Shorter caps were measured wrong: at start-up
-some partitions deliver seconds after others, and a backlog's partitions can wait long
-between deliveries. A wall-clock cap per record put 27k of 100k events past the lateness
-bound, a 5-second silence cap 18k, the same cap on never-delivered partitions 30k. Past
-`max_held` records the earliest are released anyway, counted in `forced`. In both cases the
-state layer's lateness bound decides what is too late (dead-lettered with the reason).
-
-Held records are not acknowledged, so offsets are never committed past them.
+(measurements: BENCHMARKS.md, "Time alignment: what was measured")
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, cast
@@ -69,31 +68,33 @@ class Worker:
         registry = Registry(settings.registry_root)
         self.models = ModelHolder(
             registry,
-            promoted=_promoted(registry, store, settings.redis_key_prefix),
+            promoted=_promoted(registry, store, settings.redis.key_prefix),
             make_scorer=functools.partial(
                 Scorer,
-                threads=settings.scorer_threads,
-                allow_spinning=settings.scorer_allow_spinning,
+                threads=settings.serving.scorer_threads,
+                allow_spinning=settings.serving.scorer_allow_spinning,
             ),
         )
         self.models.refresh()
         self.models.current()  # no model in service: refuse to start, saying where to put one
-        self.sink = KafkaSink(settings)
-        policy = Policy.from_settings(settings, load_rules(settings.coupon_rules))
+        self.sink = KafkaSink(settings.kafka)
+        policy = Policy.from_settings(
+            settings.decisions, load_rules(settings.decisions.coupon_rules)
+        )
         self.processor = BatchProcessor(settings, store, self.models, self.sink, policy)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self.failing: str | None = None  # the last transient failure, while it lasts
         self.first_event_at: float | None = None
         self.reports = 0
         self.aligner: TimeAligner[tuple[Decoded, Any]] = TimeAligner(
-            settings.input_topics,
-            settings.align_idle_ms,
-            max_held=settings.align_max_held,
-            stall_s=settings.align_stall_ms / _MS,
+            settings.kafka.input_topics,
+            settings.worker.align_idle_ms,
+            max_held=settings.worker.align_max_held,
+            stall_s=settings.worker.align_stall_ms / _MS,
             slack_ms=(
-                settings.state_lateness_ms // 2
-                if settings.align_slack_ms is None
-                else settings.align_slack_ms
+                settings.state.lateness_ms // 2
+                if settings.worker.align_slack_ms is None
+                else settings.worker.align_slack_ms
             ),
         )
         self._stream: Any = None
@@ -107,10 +108,10 @@ class Worker:
     def _build_app(self) -> faust.App:
         s = self.settings
         app = faust.App(
-            s.worker_group_id,
+            s.worker.group_id,
             web_enabled=True,
-            web_port=s.worker_web_port,
-            web_bind=s.worker_web_bind,
+            web_port=s.worker.web_port,
+            web_bind=s.worker.web_bind,
             web_in_thread=False,
             # Held (unacked) records of a revoked partition are dropped, not awaited: a
             # rebalance must not wait for records the aligner holds back on purpose.
@@ -118,20 +119,20 @@ class Worker:
             stream_buffer_maxsize=stream_buffer_items(s),
             **faust_options(s),
         )
-        batches = s.worker_delivery == "batch"
-        use_worker_transport(app, batches, fetch_max_wait_ms(s))  # before the first topic
+        batches = s.worker.delivery == "batch"
+        use_worker_transport(app, batches, fetch_max_wait_ms(s.kafka))  # before the first topic
         inputs = app.topic(
-            *s.input_topics,
+            *s.kafka.input_topics,
             value_serializer=BATCH_CODEC if batches else "raw",
             key_serializer="raw",
         )
-        within = s.batch_max_wait_ms / _MS
+        within = s.worker.batch_max_wait_ms / _MS
         # Faust's take counts stream items, whatever each holds. With batch delivery an item
         # is one partition's share of a fetch: live, a few records. Taking only one item per
         # partition made live micro-batches tiny (per-batch costs dominated: the demo's p50
         # went from 347 ms to 6.5 s), so the batching window decides there, as it does per
         # message; `_release` still processes at most `batch_max_size` records at a time.
-        take = s.batch_max_size
+        take = s.worker.batch_max_size
 
         @app.agent(inputs, name="memberpulse-score")
         async def score(stream: Any) -> None:
@@ -148,16 +149,20 @@ class Worker:
                 )
                 await self._release(app)
 
-        @app.timer(interval=s.idle_tick_s)  # type: ignore[untyped-decorator]
+        @app.timer(interval=s.worker.idle_tick_s)  # type: ignore[untyped-decorator]
         async def idle_checks() -> None:
             partitions = sorted(
-                {tp.partition for tp in app.consumer.assignment() if tp.topic in s.input_topics}
+                {
+                    tp.partition
+                    for tp in app.consumer.assignment()
+                    if tp.topic in s.kafka.input_topics
+                }
             )
             if partitions:
                 await self._tick(app, partitions)
             self._update_lag(app)
 
-        @app.timer(interval=s.align_idle_ms / _MS)  # type: ignore[untyped-decorator]
+        @app.timer(interval=s.worker.align_idle_ms / _MS)  # type: ignore[untyped-decorator]
         async def release_held() -> None:
             # Records held for a partition that has since gone quiet; skipped while a batch
             # runs (its end releases anyway).
@@ -234,7 +239,7 @@ class Worker:
             metrics.ALIGN_HELD.set(self.aligner.held)
             metrics.ALIGN_FORCED.inc(self.aligner.forced - forced)
             self._update_lag(app)
-            size = self.settings.batch_max_size
+            size = self.settings.worker.batch_max_size
             for start in range(0, len(released), size):
                 chunk = released[start : start + size]
                 items = [decoded for _record, _ts, (decoded, _event) in chunk]
@@ -260,7 +265,7 @@ class Worker:
     async def _run(self, app: faust.App, work: Any) -> BatchReport:
         """Run one batch on the batch thread; retry transient failures, crash on others."""
         loop = asyncio.get_running_loop()
-        delay = self.settings.worker_retry_backoff_s
+        delay = self.settings.worker.retry_backoff_s
         while True:
             try:
                 report: BatchReport = await loop.run_in_executor(self.executor, work)
@@ -270,7 +275,7 @@ class Worker:
                 self.failing = f"{type(exc).__name__}: {exc}"
                 log.warning("batch failed, retrying in %.1f s: %s", delay, self.failing)
                 await asyncio.sleep(delay)  # backoff before retrying the same batch
-                delay = min(delay * 2, self.settings.worker_retry_backoff_max_s)
+                delay = min(delay * 2, self.settings.worker.retry_backoff_max_s)
                 continue
             except Exception as exc:
                 log.exception("batch failed with an unexpected error; stopping the worker")
@@ -303,7 +308,7 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (exits non-zero if the worker crashed)."""
-        level = self.settings.worker_log_level
+        level = self.settings.worker.log_level
         worker = faust.Worker(
             self.app,
             loglevel=level,
@@ -313,12 +318,12 @@ class Worker:
         )
         log.info(
             "worker starting: group %s, inputs %s, web :%d, model %s",
-            self.settings.worker_group_id,
-            ",".join(self.settings.input_topics),
-            self.settings.worker_web_port,
+            self.settings.worker.group_id,
+            ",".join(self.settings.kafka.input_topics),
+            self.settings.worker.web_port,
             self.models.current().version,
         )
-        tune_gc(self.settings)
+        tune_gc(self.settings.worker)
         worker.execute_from_commandline()
 
 
@@ -356,12 +361,12 @@ def _record(message: Any) -> InRecord:
 
 def check_input_partitions(settings: Settings) -> dict[str, int]:
     """The input topics must exist with equal partition counts (co-partitioned by member)."""
-    counts = partition_counts(settings, settings.input_topics)
-    missing = [t for t in settings.input_topics if not counts.get(t)]
+    counts = partition_counts(settings.kafka, settings.kafka.input_topics)
+    missing = [t for t in settings.kafka.input_topics if not counts.get(t)]
     if missing:
         raise ConfigError(
-            f"input topics {missing} do not exist on {settings.kafka_bootstrap}: create them "
-            f"with {settings.input_partitions} partitions each (`memberpulse stack up` does)"
+            f"input topics {missing} do not exist on {settings.kafka.bootstrap}: create them "
+            f"with {settings.kafka.input_partitions} partitions each (`memberpulse stack up` does)"
         )
     if len(set(counts.values())) != 1:
         raise ConfigError(
@@ -383,7 +388,7 @@ def _promoted(registry: Registry, store: RedisState, prefix: str) -> Any:
 
 def poll_records(settings: Settings) -> int:
     """Records per consumer poll (Faust's `broker_max_poll_records`)."""
-    return settings.worker_max_poll_records or settings.batch_max_size
+    return settings.worker.poll_records
 
 
 def stream_buffer_items(settings: Settings) -> int:
@@ -395,31 +400,31 @@ def stream_buffer_items(settings: Settings) -> int:
     empties every batch.
     """
     s = settings
-    if s.worker_delivery == "message":
-        return s.worker_stream_buffer_records
-    return max(1, -(-s.worker_stream_buffer_records // poll_records(s)))
+    if s.worker.delivery == "message":
+        return s.worker.stream_buffer_records
+    return max(1, -(-s.worker.stream_buffer_records // poll_records(s)))
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
     """The broker, consumer and producer options of every Faust app here (the worker and
     the benchmark's ceiling agents, so that they are measured like for like)."""
     s = settings
-    datadir = s.home / "worker" / s.worker_group_id
+    datadir = s.home / "worker" / s.worker.group_id
     datadir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
-        "broker": [f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        "broker": [f"kafka://{host}" for host in s.kafka.bootstrap.split(",")],
         "broker_credentials": _credentials(s),
         "value_serializer": "raw",
         "key_serializer": "raw",
-        "topic_partitions": s.input_partitions,
-        "consumer_auto_offset_reset": s.worker_offset_reset,
+        "topic_partitions": s.kafka.input_partitions,
+        "consumer_auto_offset_reset": s.worker.offset_reset,
         # Unbounded polls were measured ~10% faster on a bare agent, but let the worker see
         # stale high watermarks of partitions Faust paused: 29k of 100k events too late.
         "broker_max_poll_records": poll_records(s),
         "datadir": str(datadir),
-        "producer_linger": s.kafka_producer_linger_ms / _MS,
+        "producer_linger": s.kafka.producer_linger_ms / _MS,
     }
-    timing = group_timing_ms(s)
+    timing = group_timing_ms(s.kafka)
     if timing:
         options["broker_session_timeout"] = timing["session_timeout_ms"] / _MS
         options["broker_heartbeat_interval"] = timing["heartbeat_interval_ms"] / _MS
@@ -427,28 +432,16 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
 
 def _credentials(settings: Settings) -> Any:
-    protocol = settings.kafka_security_protocol
+    """Faust's credentials object for the Kafka section's aiokafka config."""
+    config = settings.kafka.aiokafka_config()
+    protocol = config["security_protocol"]
     if protocol == "PLAINTEXT":
         return None
-    ssl_context = None
-    if protocol.endswith("SSL"):
-        ssl_context = ssl.create_default_context(
-            purpose=ssl.Purpose.SERVER_AUTH,
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
-        )
-        if settings.kafka_ssl_certfile and settings.kafka_ssl_keyfile:
-            password = settings.kafka_ssl_key_password
-            ssl_context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile),
-                password.get_secret_value() if password else None,
-            )
     if protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # checked by Settings
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.get_secret_value(),
-            mechanism=settings.kafka_sasl_mechanism,
-            ssl_context=ssl_context,
+            username=config["sasl_plain_username"],
+            password=config["sasl_plain_password"],
+            mechanism=config["sasl_mechanism"],
+            ssl_context=config.get("ssl_context"),
         )
-    return faust.SSLCredentials(ssl_context)
+    return faust.SSLCredentials(config["ssl_context"])

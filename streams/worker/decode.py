@@ -17,7 +17,7 @@ import orjson
 
 from memberpulse.models.contract import EVENT_TYPES, Event, Reason
 from memberpulse.models.timeutil import parse_ts, to_iso
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import WorkerSettings
 
 #: The widest range of epoch-ms that maps onto a calendar date (years 1..9999).
 _TS_MIN: Final = parse_ts("0001-01-01")
@@ -94,11 +94,11 @@ class EventDecoder:
     the receive time plus `future_tolerance_ms`; historical logs use `live=False`.
     """
 
-    def __init__(self, settings: Settings, *, live: bool = True) -> None:
-        self._max_bytes = settings.max_event_bytes
-        self._max_id = settings.max_id_chars
-        self._floor = settings.ts_floor
-        self._tolerance = settings.future_tolerance_ms
+    def __init__(self, worker: WorkerSettings, *, live: bool = True) -> None:
+        self._max_bytes = worker.max_event_bytes
+        self._max_id = worker.max_id_chars
+        self._floor = worker.ts_floor
+        self._tolerance = worker.future_tolerance_ms
         self._live = live
 
     def decode(

@@ -1,10 +1,11 @@
 """Per-partition batch delivery: one Faust stream item per fetched partition batch.
 
 Faust hands an agent one message at a time, and that per-message machinery is the consume
-ceiling the benchmark measures (docs/architecture.md: `_drain_messages` → `wait_first` per
-message, the conductor's `on_message`, the stream iterator). This module delivers each
-partition's share of one fetch as a single `Message` whose value is the tuple of the
-fetched messages, so that cost is paid once per partition batch instead of per event.
+ceiling the benchmark measures (docs/architecture.md, "Known pitfalls": `_drain_messages`
+→ `wait_first` per message, the conductor's `on_message`, the stream iterator). This
+module delivers each partition's share of one fetch as a single `Message` whose value is
+the tuple of the fetched messages, so that cost is paid once per partition batch instead
+of per event.
 
 The price is two overridden methods of faust-streaming's aiokafka `Consumer`
 (`_drain_messages`, private, and `ack`; the version is pinned in pyproject.toml and tests
@@ -16,16 +17,14 @@ for it. Everything else is Faust's own: the conductor, the stream and the commit
 Commit safety. A batch item carries the offset of its last record. When it is acknowledged
 (after the agent processed its last record; a partition's records are released in offset
 order), `ack` adds every offset of the batch to Faust's acknowledged offsets, from which
-Faust commits the contiguous run. Nothing of a batch is acknowledged before that, so
+Faust commits the contiguous run (no Faust gap per batch: each is an `intervaltree`
+insert, costly under live traffic). Nothing of a batch is acknowledged before that, so
 nothing of it is committed before it was processed; a kill test in
-tests/streams/test_worker.py checks that a restarted worker's state is the fold of every
-event. Offsets without a record (compaction, transaction markers) become Faust gaps, as
-upstream does between messages.
+tests/streams/worker/test_worker.py checks that a restarted worker's state is the fold of
+every event. Offsets without a record (compaction, transaction markers) become Faust
+gaps, as upstream does between messages.
 
-A first version registered each batch's earlier offsets as a gap up front, which Faust
-fills only below the highest acknowledged offset (so it was safe too), but each gap is an
-`intervaltree` insert and merge: ~15 % of the worker's samples under live traffic, where
-batches are a few records each.
+(measurements: BENCHMARKS.md, "Batch delivery: what was measured")
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from memberpulse.models.errors import ConfigError, KafkaUnavailable
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import KafkaSettings
 
 PARTITIONER: Final = "murmur2_random"
 _POLL_S: Final = 0.2
@@ -32,49 +32,31 @@ _FIRST_RECORD_S: Final = 5.0
 _RDKAFKA_LOGGER: Final = logging.getLogger("memberpulse.rdkafka")
 
 
-def client_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings shared by every client: bootstrap, TLS and SASL."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": settings.kafka_security_protocol,
-        "logger": _RDKAFKA_LOGGER,
-    }
-    if settings.kafka_security_protocol.startswith("SASL"):
-        assert settings.kafka_sasl_password is not None  # checked by Settings
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    if settings.kafka_security_protocol.endswith("SSL"):
-        optional = {
-            "ssl.ca.location": settings.kafka_ssl_cafile,
-            "ssl.certificate.location": settings.kafka_ssl_certfile,
-            "ssl.key.location": settings.kafka_ssl_keyfile,
-        }
-        config.update({key: str(path) for key, path in optional.items() if path is not None})
-        if settings.kafka_ssl_key_password is not None:
-            config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
-    return config
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """librdkafka settings shared by every client: bootstrap, TLS and SASL (rendered by
+    the Kafka section), with librdkafka's logs routed to Python logging."""
+    return kafka.librdkafka_config() | {"logger": _RDKAFKA_LOGGER}
 
 
-def make_producer(settings: Settings, **overrides: Any) -> Producer:
+def make_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
     """A keyed, murmur2-partitioned, idempotent-delivery producer."""
-    config = client_config(settings) | {
+    config = client_config(kafka) | {
         "partitioner": PARTITIONER,
-        "linger.ms": settings.kafka_producer_linger_ms,
+        "linger.ms": kafka.producer_linger_ms,
         "acks": "all",
     }
     return Producer(config | overrides)
 
 
-def make_admin(settings: Settings) -> AdminClient:
+def make_admin(kafka: KafkaSettings) -> AdminClient:
     """An admin client for topic metadata and creation."""
-    return AdminClient(client_config(settings))
+    return AdminClient(client_config(kafka))
 
 
-def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> int:
+def wait_for_broker(kafka: KafkaSettings, timeout_s: float | None = None) -> int:
     """Block until the bootstrap servers answer a metadata request; return broker count."""
-    deadline = time.monotonic() + (timeout_s or settings.kafka_connect_timeout_s)
-    admin = make_admin(settings)
+    deadline = time.monotonic() + (timeout_s or kafka.connect_timeout_s)
+    admin = make_admin(kafka)
     last = "no answer"
     while time.monotonic() < deadline:
         try:
@@ -82,12 +64,12 @@ def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> int:
             return len(metadata.brokers)
         except KafkaException as exc:
             last = str(exc)
-    raise KafkaUnavailable(settings.kafka_bootstrap, last)
+    raise KafkaUnavailable(kafka.bootstrap, last)
 
 
-def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+def partition_counts(kafka: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
     """Partition count of each existing topic among `topics` (missing ones are left out)."""
-    metadata = make_admin(settings).list_topics(timeout=settings.kafka_connect_timeout_s)
+    metadata = make_admin(kafka).list_topics(timeout=kafka.connect_timeout_s)
     return {
         name: len(metadata.topics[name].partitions)
         for name in topics
@@ -95,17 +77,17 @@ def partition_counts(settings: Settings, topics: Iterable[str]) -> dict[str, int
     }
 
 
-def ensure_topics(settings: Settings) -> dict[str, int]:
+def ensure_topics(kafka: KafkaSettings) -> dict[str, int]:
     """Create the input, DLQ and output topics that are missing; return partition counts.
 
     An existing topic is left as it is; input topics whose partition counts differ from
     `input_partitions` are an error (co-partitioning is what keeps a member on one worker).
     """
-    wanted = dict.fromkeys(settings.input_topics, settings.input_partitions)
-    wanted[settings.topic_dlq] = settings.input_partitions
-    wanted |= dict.fromkeys(settings.output_topics, settings.output_partitions)
-    admin = make_admin(settings)
-    existing = partition_counts(settings, wanted)
+    wanted = dict.fromkeys(kafka.input_topics, kafka.input_partitions)
+    wanted[kafka.topic_dlq] = kafka.input_partitions
+    wanted |= dict.fromkeys(kafka.output_topics, kafka.output_partitions)
+    admin = make_admin(kafka)
+    existing = partition_counts(kafka, wanted)
     missing = [
         NewTopic(name, num_partitions=count, replication_factor=-1)
         for name, count in wanted.items()
@@ -118,37 +100,35 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
-    counts = _await_partition_counts(settings, wanted, deadline_s=settings.kafka_connect_timeout_s)
+    counts = _await_partition_counts(kafka, wanted, deadline_s=kafka.connect_timeout_s)
     mismatched = {
-        name: counts[name]
-        for name in settings.input_topics
-        if counts[name] != settings.input_partitions
+        name: counts[name] for name in kafka.input_topics if counts[name] != kafka.input_partitions
     }
     if mismatched:
         raise ConfigError(
-            f"input topics must have {settings.input_partitions} partitions each "
+            f"input topics must have {kafka.input_partitions} partitions each "
             f"(co-partitioned by member_id), found {mismatched}"
         )
     return counts
 
 
 def _await_partition_counts(
-    settings: Settings, wanted: dict[str, int], deadline_s: float
+    kafka: KafkaSettings, wanted: dict[str, int], deadline_s: float
 ) -> dict[str, int]:
     deadline = time.monotonic() + deadline_s
     while True:
-        counts = partition_counts(settings, wanted)
+        counts = partition_counts(kafka, wanted)
         if len(counts) == len(wanted) or time.monotonic() > deadline:
             break
         time.sleep(_POLL_S)  # metadata propagation on a real cluster; not test sync
     missing = sorted(set(wanted) - set(counts))
     if missing:
-        raise KafkaUnavailable(settings.kafka_bootstrap, f"topics {missing} did not appear")
+        raise KafkaUnavailable(kafka.bootstrap, f"topics {missing} did not appear")
     return counts
 
 
 def read_from_start(
-    settings: Settings,
+    kafka: KafkaSettings,
     topics: Iterable[str],
     *,
     idle_timeout_s: float = 1.0,
@@ -160,9 +140,9 @@ def read_from_start(
     `first_record_s` if none comes at all (an empty topic).
     """
     topics = list(topics)
-    counts = partition_counts(settings, topics)
+    counts = partition_counts(kafka, topics)
     consumer = Consumer(
-        client_config(settings) | {"group.id": "memberpulse-reader", "enable.auto.commit": False}
+        client_config(kafka) | {"group.id": "memberpulse-reader", "enable.auto.commit": False}
     )
     try:
         consumer.assign(
@@ -181,24 +161,24 @@ def read_from_start(
         consumer.close()
 
 
-def fetch_max_wait_ms(settings: Settings) -> int | None:
+def fetch_max_wait_ms(kafka: KafkaSettings) -> int | None:
     """How long consumers let the broker hold a fetch: short on the local stack (tansu
     holds fetches even once records arrive), the client's default in production."""
-    if settings.kafka_profile == "production":
+    if kafka.profile == "production":
         return None
-    return settings.kafka_local_fetch_max_wait_ms
+    return kafka.local_fetch_max_wait_ms
 
 
-def group_timing_ms(settings: Settings) -> dict[str, int]:
+def group_timing_ms(kafka: KafkaSettings) -> dict[str, int]:
     """Session timeout and heartbeat for group consumers (Faust, aiokafka, librdkafka).
 
     `local` (tansu): tansu holds each JoinGroup for half the session timeout, so a short
     one makes the first assignment come in seconds, not half a minute. `production`:
     empty, so the clients keep their own defaults.
     """
-    if settings.kafka_profile == "production":
+    if kafka.profile == "production":
         return {}
     return {
-        "session_timeout_ms": int(settings.kafka_local_session_timeout_s * 1000),
-        "heartbeat_interval_ms": int(settings.kafka_local_heartbeat_interval_s * 1000),
+        "session_timeout_ms": int(kafka.local_session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(kafka.local_heartbeat_interval_s * 1000),
     }

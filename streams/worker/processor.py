@@ -128,8 +128,10 @@ class BatchProcessor:
         self._policy = policy
         self._policy_version: str | None = None
         self._clock = wall_clock_ms
-        self._decoder = EventDecoder(settings)
-        self._topics = dict(zip(KINDS, settings.output_topics, strict=True))  # kind → output topic
+        self._decoder = EventDecoder(settings.worker)
+        self._topics = dict(
+            zip(KINDS, settings.kafka.output_topics, strict=True)
+        )  # kind → output topic
         self._confirmed: dict[str, list[str]] = {}  # outbox ids to clear in round trip 1
         self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
@@ -175,13 +177,15 @@ class BatchProcessor:
         report.stage_s["decode"] = decode_s
         stages = _Stages(report)
         now_s = time.monotonic()
-        if now_s - self._refreshed_at >= self._settings.model_refresh_s:
+        if now_s - self._refreshed_at >= self._settings.serving.refresh_s:
             self._refreshed_at = now_s  # a promoted model swaps in between batches only
             self._models.refresh()
         loaded = self._models.current()
         report.model_version = loaded.version
         if loaded.version != self._policy_version:  # thresholds fitted to the model in service
-            self._policy = Policy.from_settings(self._settings, self._policy.coupons, loaded.card)
+            self._policy = Policy.from_settings(
+                self._settings.decisions, self._policy.coupons, loaded.card
+            )
             self._policy_version = loaded.version
             metrics.CHURN_THRESHOLD.labels("alert").set(self._policy.alert_threshold)
             metrics.CHURN_THRESHOLD.labels("rearm").set(self._policy.rearm_threshold)
@@ -259,7 +263,7 @@ class BatchProcessor:
         refused = {rid for rid, ok in recorded.granted.items() if not ok}
         stages.done("record")
         self._recorded += bool(records)
-        if records and self._recorded == self._settings.failpoint_kill_after_record:
+        if records and self._recorded == self._settings.worker.failpoint_kill_after_record:
             log.warning("failpoint: killing the worker after recording batch %d", self._recorded)
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -300,7 +304,7 @@ class BatchProcessor:
         self, item: SourcedEvent, records: dict[tuple[str, int, int], InRecord], received: int
     ) -> DeadLetter:
         raw = records.get((item.topic, item.partition, item.offset))
-        lateness = self._settings.state_lateness_ms
+        lateness = self._settings.state.lateness_ms
         return DeadLetter(
             Reason.TOO_LATE,
             f"event ts {item.event.ts} is more than {lateness} ms behind the member's latest event",
@@ -356,7 +360,7 @@ class BatchProcessor:
         report: BatchReport,
     ) -> None:
         sink = self._sink
-        dlq = self._settings.topic_dlq
+        dlq = self._settings.kafka.topic_dlq
         for letter in dead:
             sink.produce(
                 dlq, letter.origin.key, letter.to_wire(), [("reason", letter.reason.value.encode())]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gc
 
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import WorkerSettings
 
 
-def tune_gc(settings: Settings) -> None:
+def tune_gc(worker: WorkerSettings) -> None:
     """Apply `worker_gc_gen0_threshold`, once start-up is done and before the first batch.
 
     Every batch allocates many short-lived, acyclic containers (snapshots, feature
@@ -16,7 +16,7 @@ def tune_gc(settings: Settings) -> None:
     included. `gc.freeze()` moves what start-up loaded out of the collector's sight, and
     a higher threshold makes the passes rarer. Figures: BENCHMARKS.md.
     """
-    threshold = settings.worker_gc_gen0_threshold
+    threshold = worker.gc_gen0_threshold
     if not threshold:  # 0: leave Python's defaults
         return
     gc.collect()

@@ -14,16 +14,16 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from memberpulse.models.errors import OutputsNotConfirmed
-from memberpulse.streams.settings import Settings
+from memberpulse.streams.settings import KafkaSettings
 from memberpulse.streams.worker.kafka import make_producer
 
 
 class KafkaSink:
     """`OutputSink` over a confluent-kafka producer (acks=all, murmur2 keyed)."""
 
-    def __init__(self, settings: Settings, **overrides: Any) -> None:
-        self._producer = make_producer(settings, **overrides)
-        self._timeout_s = settings.output_flush_timeout_s
+    def __init__(self, kafka: KafkaSettings, **overrides: Any) -> None:
+        self._producer = make_producer(kafka, **overrides)
+        self._timeout_s = kafka.output_flush_timeout_s
         self._failed: list[str] = []
         self._queued = 0
         self.confirmed = 0

@@ -103,7 +103,7 @@ def field_for(env_name: str) -> str:
     """The Settings field an env variable sets; fails for a name that sets nothing."""
     assert env_name.startswith(ENV_PREFIX), env_name
     name = env_name.removeprefix(ENV_PREFIX).lower()
-    assert name in Settings.model_fields, f"{env_name} is not a MemberPulse setting"
+    assert name in Settings.flat_names(), f"{env_name} is not a MemberPulse setting"
     return name
 
 
@@ -142,10 +142,10 @@ def drain_bound_s(settings: Settings) -> float:
     """Worst case from SIGTERM to exit: the batch in flight finishes (two Redis round trips,
     each up to `redis_retry_attempts` attempts of connect + read timeouts plus backoff) and
     the producer is flushed twice (the batch's outputs, then on close)."""
-    attempts = settings.redis_retry_attempts
-    backoff: float = settings.redis_retry_backoff_s * (2 ** (attempts - 1) - 1)
-    round_trip: float = attempts * 2 * settings.redis_timeout_s + backoff
-    return 2 * round_trip + 2 * settings.output_flush_timeout_s
+    attempts = settings.redis.retry_attempts
+    backoff: float = settings.redis.retry_backoff_s * (2 ** (attempts - 1) - 1)
+    round_trip: float = attempts * 2 * settings.redis.timeout_s + backoff
+    return 2 * round_trip + 2 * settings.kafka.output_flush_timeout_s
 
 
 def quantity_bytes(value: str) -> float:

@@ -68,7 +68,11 @@ def test_kafka_runs_in_kraft_mode_from_the_official_image(services: dict[str, An
 def test_topics_are_created_as_the_worker_names_them(services: dict[str, Any]) -> None:
     script = services["kafka-init"]["command"][0]
     created = re.findall(r"member\.[a-z.-]+", script.split("; do")[0])
-    assert tuple(created) == (*DEFAULTS.input_topics, DEFAULTS.topic_dlq, *DEFAULTS.output_topics)
+    assert tuple(created) == (
+        *DEFAULTS.kafka.input_topics,
+        DEFAULTS.kafka.topic_dlq,
+        *DEFAULTS.kafka.output_topics,
+    )
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
@@ -97,7 +101,7 @@ def test_two_workers_in_one_group_with_real_settings(services: dict[str, Any]) -
     env = {key: _env_value(value) for key, value in worker["environment"].items()}
     for key in env:
         field_for(key)
-    assert env["MEMBERPULSE_WORKER_GROUP_ID"] == DEFAULTS.worker_group_id
+    assert env["MEMBERPULSE_WORKER_GROUP_ID"] == DEFAULTS.worker.group_id
     assert env["MEMBERPULSE_KAFKA_PROFILE"] == "production"
     assert env["MEMBERPULSE_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["MEMBERPULSE_REDIS_URL"] == "redis://redis:6379/0"
@@ -135,7 +139,7 @@ def test_prometheus_scrapes_every_worker_replica(services: dict[str, Any]) -> No
     assert job["metrics_path"] == "/metrics"
     (discovery,) = job["dns_sd_configs"]
     assert discovery["names"] == ["worker"]
-    assert discovery["port"] == DEFAULTS.worker_web_port
+    assert discovery["port"] == DEFAULTS.worker.web_port
     assert "worker" in services
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
     assert any(

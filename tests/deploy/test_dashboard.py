@@ -125,7 +125,7 @@ def worker(isolated: Settings, served_registry: Path, tmp_path: Path) -> Iterato
     settings = isolated.model_copy(
         update={
             "model_registry": served_registry,  # read only: nothing is promoted in it
-            "worker_group_id": f"g-{isolated.redis_key_prefix}",
+            "worker_group_id": f"g-{isolated.redis.key_prefix}",
             "worker_web_port": 0,
             "model_refresh_s": 0.2,
         }
@@ -166,8 +166,8 @@ def test_dashboard_and_alerts_read_only_what_a_real_worker_exports(
     )
     # A promoted version this worker does not have: refused, and the model in service
     # keeps serving (what deploy/README.md says about images with a baked-in model).
-    redis = make_redis(isolated)
-    redis.set(f"{isolated.redis_key_prefix}:model:current", "not-in-this-registry")
+    redis = make_redis(isolated.redis)
+    redis.set(f"{isolated.redis.key_prefix}:model:current", "not-in-this-registry")
     wait_until(
         lambda: worker.metrics().total("memberpulse_model_refusals_total") >= 1,
         timeout=30,

@@ -49,7 +49,7 @@ def test_serving_images_run_memberpulse_worker_as_the_tests_do() -> None:
 
 def test_serving_images_are_non_root_and_health_checked_on_the_worker_port() -> None:
     stages = {s.name: s for s in dockerfile_stages()}
-    port = Settings().worker_web_port
+    port = Settings().worker.web_port
     for name in SERVING:
         stage = stages[name]
         user = stage.args("USER")[-1]

@@ -120,11 +120,11 @@ def test_configmap_holds_only_real_settings_and_the_pod_settings_load(
     for key in env:
         field_for(key)
     settings = settings_from_env(env)
-    assert settings.kafka_profile == "production"
-    assert settings.redis_password is not None  # from the memberpulse-redis Secret
-    assert settings.worker_group_id == DEFAULTS.worker_group_id
-    assert settings.input_topics == DEFAULTS.input_topics
-    assert settings.output_topics == DEFAULTS.output_topics
+    assert settings.kafka.profile == "production"
+    assert settings.redis.password is not None  # from the memberpulse-redis Secret
+    assert settings.worker.group_id == DEFAULTS.worker.group_id
+    assert settings.kafka.input_topics == DEFAULTS.kafka.input_topics
+    assert settings.kafka.output_topics == DEFAULTS.kafka.output_topics
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -150,8 +150,8 @@ def test_probes_port_and_command_match_the_worker(
     settings = settings_from_env(pod_env(objects))
     container = _container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"metrics": settings.worker_web_port}
-    assert settings.worker_web_port == DEFAULTS.worker_web_port
+    assert ports == {"metrics": settings.worker.web_port}
+    assert settings.worker.web_port == DEFAULTS.worker.web_port
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
     assert container["startupProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
@@ -161,7 +161,7 @@ def test_probes_port_and_command_match_the_worker(
     service = one(objects, "Service")
     (port,) = service["spec"]["ports"]
     assert port["targetPort"] == "metrics"
-    assert port["port"] == settings.worker_web_port
+    assert port["port"] == settings.worker.web_port
     monitor = one(objects, "ServiceMonitor")
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == port["name"]
@@ -185,7 +185,7 @@ def test_resources_and_onnxruntime_threads_fit_the_pod(
     assert quantity_bytes(requests["memory"]) <= quantity_bytes(limits["memory"])
     settings = settings_from_env(pod_env(objects))
     # onnxruntime would otherwise start a thread per core of the node
-    assert 1 <= settings.scorer_threads <= quantity_cores(limits["cpu"])
+    assert 1 <= settings.serving.scorer_threads <= quantity_cores(limits["cpu"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -250,7 +250,11 @@ def test_keda_scales_the_workers_group_on_the_input_topics_up_to_the_partitions(
     scaled = one(objects, "ScaledObject")["spec"]
     assert scaled["scaleTargetRef"]["name"] == one(objects, "Deployment")["metadata"]["name"]
     assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]  # the CRD's CEL rule
-    assert scaled["maxReplicaCount"] == settings.input_partitions == DEFAULTS.input_partitions
+    assert (
+        scaled["maxReplicaCount"]
+        == settings.kafka.input_partitions
+        == DEFAULTS.kafka.input_partitions
+    )
     topics = []
     for trigger in scaled["triggers"]:
         assert trigger["type"] == "kafka"
@@ -258,15 +262,15 @@ def test_keda_scales_the_workers_group_on_the_input_topics_up_to_the_partitions(
         for name in ("bootstrapServers", "consumerGroup", "topic"):
             assert name not in meta, f"{name} must come from the worker's env ({name}FromEnv)"
         assert field_for(meta["bootstrapServersFromEnv"]) == "kafka_bootstrap"
-        assert env[meta["bootstrapServersFromEnv"]] == settings.kafka_bootstrap
+        assert env[meta["bootstrapServersFromEnv"]] == settings.kafka.bootstrap
         assert field_for(meta["consumerGroupFromEnv"]) == "worker_group_id"
-        assert env[meta["consumerGroupFromEnv"]] == settings.worker_group_id
-        assert env[meta["consumerGroupFromEnv"]] == DEFAULTS.worker_group_id
-        topics.append(getattr(settings, field_for(meta["topicFromEnv"])))
-        assert meta["offsetResetPolicy"] == settings.worker_offset_reset
+        assert env[meta["consumerGroupFromEnv"]] == settings.worker.group_id
+        assert env[meta["consumerGroupFromEnv"]] == DEFAULTS.worker.group_id
+        topics.append(settings.value(field_for(meta["topicFromEnv"])))
+        assert meta["offsetResetPolicy"] == settings.worker.offset_reset
         assert meta["allowIdleConsumers"] == "false"
         assert int(meta["lagThreshold"]) > 0
-    assert tuple(topics) == settings.input_topics == DEFAULTS.input_topics
+    assert tuple(topics) == settings.kafka.input_topics == DEFAULTS.kafka.input_topics
 
 
 def test_gpu_overlay_asks_for_a_gpu_node_and_the_cuda_image(rendered: dict[str, Objects]) -> None:
@@ -286,9 +290,9 @@ def test_kafka_sasl_component_configures_worker_and_keda_alike(with_sasl: Object
     for obj in with_sasl:
         validate_object(obj, crds)
     settings = settings_from_env(pod_env(with_sasl))  # the SASL check in Settings passes
-    assert settings.kafka_security_protocol == "SASL_SSL"
-    assert settings.kafka_sasl_username
-    assert settings.kafka_sasl_password
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_username
+    assert settings.kafka.sasl_password
     keda_sasl = {
         "PLAIN": "plaintext",
         "SCRAM-SHA-256": "scram_sha256",
@@ -309,8 +313,8 @@ def test_kafka_sasl_component_configures_worker_and_keda_alike(with_sasl: Object
         assert by_parameter[parameter]["key"] == worker_refs[setting]["key"]
     for trigger in one(with_sasl, "ScaledObject")["spec"]["triggers"]:
         assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
-        assert trigger["metadata"]["sasl"] == keda_sasl[str(settings.kafka_sasl_mechanism)]
-        tls = settings.kafka_security_protocol.endswith("SSL")
+        assert trigger["metadata"]["sasl"] == keda_sasl[str(settings.kafka.sasl_mechanism)]
+        tls = settings.kafka.security_protocol.endswith("SSL")
         assert trigger["metadata"]["tls"] == ("enable" if tls else "disable")
 
 

@@ -38,7 +38,7 @@ def _policy(**rules_overrides: object) -> Policy:
     rules = load_rules(None)
     if rules_overrides:
         rules = CouponRules.model_validate(rules.model_dump() | rules_overrides)
-    return Policy.from_settings(Settings(), rules)
+    return Policy.from_settings(Settings().decisions, rules)
 
 
 def _snapshot(
@@ -373,16 +373,18 @@ def test_churn_thresholds_come_from_the_model_cards_risk_quantiles() -> None:
     )
 
     card = {"churn_risk_percentiles": [i / 200 for i in range(1, 100)]}  # p_k = k / 200
-    assert churn_thresholds(Settings(), card) == (0.475, 0.375)  # p95, p75
+    assert churn_thresholds(Settings().decisions, card) == (0.475, 0.375)  # p95, p75
     custom = Settings(churn_alert_quantile=0.9, churn_rearm_quantile=0.5)
-    assert churn_thresholds(custom, card) == (0.45, 0.25)
+    assert churn_thresholds(custom.decisions, card) == (0.45, 0.25)
     fixed = Settings(churn_alert_threshold=0.6, churn_rearm_threshold=0.4)
-    assert churn_thresholds(fixed, card) == (0.6, 0.4)
-    assert churn_thresholds(Settings(), {}) == (FALLBACK_ALERT, FALLBACK_REARM)
+    assert churn_thresholds(fixed.decisions, card) == (0.6, 0.4)
+    assert churn_thresholds(Settings().decisions, {}) == (FALLBACK_ALERT, FALLBACK_REARM)
     flat = {"churn_risk_percentiles": [0.3] * 99}  # a degenerate model: still hysteresis
-    alert, rearm = churn_thresholds(Settings(), flat)
+    alert, rearm = churn_thresholds(Settings().decisions, flat)
     assert rearm < alert
-    assert Policy.from_settings(Settings(), load_rules(None), card).alert_threshold == 0.475
+    assert (
+        Policy.from_settings(Settings().decisions, load_rules(None), card).alert_threshold == 0.475
+    )
 
 
 def test_churn_threshold_settings_are_checked() -> None:

@@ -31,9 +31,11 @@ def test_up_status_down_cycle(home_settings: Settings) -> None:
         assert not info.already_running
         assert stack.state_file(home_settings).exists()
         live = info.apply_to(home_settings)
-        assert wait_for_broker(live, timeout_s=5) == 1
-        assert partition_counts(live, live.input_topics) == dict.fromkeys(live.input_topics, 4)
-        client = redis.Redis.from_url(live.redis_url.get_secret_value())
+        assert wait_for_broker(live.kafka, timeout_s=5) == 1
+        assert partition_counts(live.kafka, live.kafka.input_topics) == dict.fromkeys(
+            live.kafka.input_topics, 4
+        )
+        client = redis.Redis.from_url(live.redis.url.get_secret_value())
         assert client.ping()
         assert all(item.answering for item in launcher.status(home_settings))
         again = launcher.up(home_settings)

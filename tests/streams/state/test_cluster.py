@@ -32,7 +32,7 @@ def events_for(member: str, count: int, topic: str, partition: int = 1) -> list[
 
 def test_apply_record_idle_and_budget_on_a_cluster(cluster_settings: Settings) -> None:
     store = RedisState(cluster_settings)
-    topic = cluster_settings.topic_purchases
+    topic = cluster_settings.kafka.topic_purchases
     batch = [item for member in MEMBERS for item in events_for(member, 5, topic)]
     result = store.apply(batch, NOW_MS)
     assert result.applied == len(batch)
@@ -42,7 +42,7 @@ def test_apply_record_idle_and_budget_on_a_cluster(cluster_settings: Settings) -
     assert len(slots) > 1, "members spread over the cluster's nodes"
     for member in MEMBERS:
         mine = [item.event for item in batch if item.event.member_id == member]
-        assert result.snapshots[member] == fold(mine, NOW_MS, cluster_settings.state_spec())
+        assert result.snapshots[member] == fold(mine, NOW_MS, cluster_settings.state.spec())
 
     decisions = [
         DecisionRecord(m, 1, DecisionState(last_risk=0.8, next_idle_check=NOW_MS + 10),

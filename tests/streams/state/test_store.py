@@ -46,7 +46,7 @@ def base(servers: Settings) -> Settings:
 
 def fresh(base: Settings, **changes: object) -> RedisState:
     """A store with its own key prefix, so examples cannot see each other's keys."""
-    prefix = f"{base.redis_key_prefix}-{next(_prefixes)}"
+    prefix = f"{base.redis.key_prefix}-{next(_prefixes)}"
     return RedisState(base.model_copy(update={"redis_key_prefix": prefix, **changes}))
 
 
@@ -55,7 +55,7 @@ def sourced(events: list[Event], settings: Settings, partition: int = 0) -> list
     offsets: dict[str, Iterator[int]] = {}
     out = []
     for event in events:
-        topic = settings.topic_for_type(event.type)
+        topic = settings.kafka.topic_for_type(event.type)
         offset = next(offsets.setdefault(topic, itertools.count(100)))
         out.append(SourcedEvent(event, topic, partition, offset))
     return out
@@ -69,7 +69,7 @@ GAPS_MS = st.one_of(
     st.integers(MS_PER_DAY // 2, 3 * MS_PER_DAY),  # day buckets fill up
     st.integers(20 * MS_PER_DAY, 70 * MS_PER_DAY),  # a lull: windows and months roll
 )
-LATENESS_MS = Settings().state_lateness_ms
+LATENESS_MS = Settings().state.lateness_ms
 
 
 @st.composite
@@ -123,14 +123,14 @@ def test_snapshot_from_redis_equals_fold_of_distinct_events(
         applied += result.applied
         duplicates += result.duplicates
         assert result.too_late == []
-    distinct, late = admit(arrival, base.state_lateness_ms)
+    distinct, late = admit(arrival, base.state.lateness_ms)
     assert late == []
     assert applied == len(distinct)
     assert applied + duplicates == sum(len(batch) for batch in plan)
     snapshots = store.read({e.member_id for e in arrival}, now)
     for member, snapshot in snapshots.items():
         mine = [e for e in distinct if e.member_id == member]
-        assert snapshot == fold(mine, now, base.state_spec())
+        assert snapshot == fold(mine, now, base.state.spec())
     assert set(snapshots) == {e.member_id for e in arrival}
 
 
@@ -147,11 +147,11 @@ def test_events_leaving_a_short_sequence_still_count_in_every_window(
     delivery = sourced(arrival, short)
     for batch in plan:
         store.apply([delivery[i] for i in batch], now)
-    distinct, _late = admit(arrival, short.state_lateness_ms)
+    distinct, _late = admit(arrival, short.state.lateness_ms)
     snapshots = store.read({e.member_id for e in arrival}, now)
     for member, snapshot in snapshots.items():
         mine = [e for e in distinct if e.member_id == member]
-        assert snapshot == fold(mine, now, short.state_spec())
+        assert snapshot == fold(mine, now, short.state.spec())
     assert set(snapshots) == {e.member_id for e in arrival}
 
 
@@ -167,7 +167,7 @@ def test_lowering_the_sequence_length_keeps_every_count(base: Settings) -> None:
     narrow_settings = base.model_copy(update={"redis_key_prefix": wide.prefix,
                                               "state_sequence_length": 8})  # fmt: skip
     narrow = RedisState(narrow_settings)
-    spec = narrow_settings.state_spec()
+    spec = narrow_settings.state.spec()
     assert narrow.read(["M0000001"], NOW_MS)["M0000001"] == fold(events[:30], NOW_MS, spec)
     result = narrow.apply(delivery[30:], NOW_MS)
     assert result.snapshots["M0000001"] == fold(events, NOW_MS, spec)
@@ -219,7 +219,7 @@ def test_old_layout_state_reads_as_the_fold_of_its_events(base: Settings, layout
     snapshots = store.read(events, now)
     assert set(snapshots) == set(events)
     for member, snapshot in snapshots.items():
-        assert snapshot == fold(events[member], now, base.state_spec())
+        assert snapshot == fold(events[member], now, base.state.spec())
     assert store.decisions(events) == {member: old_decision(member) for member in events}
 
 
@@ -236,7 +236,7 @@ def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout:
             event = make_event(event_id=f"{member}-new{index}", member_id=member,
                                ts=now + (index + 1) * 3_600_000, item_id=f"N{index}")  # fmt: skip
             fresh_events.append(
-                SourcedEvent(event, base.topic_purchases, 0, 1_000_000 + len(fresh_events))
+                SourcedEvent(event, base.kafka.topic_purchases, 0, 1_000_000 + len(fresh_events))
             )
     old = OLD_LAYOUTS[layout]["members"]
     sizes = {m: len(bytes.fromhex(entry["blob"])) for m, entry in old.items()}
@@ -245,10 +245,10 @@ def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout:
     assert (result.duplicates, result.applied) == (len(redelivered), len(fresh_events))
     for member in events:
         added = [item.event for item in fresh_events if item.event.member_id == member]
-        assert result.snapshots[member] == fold(events[member] + added, later, base.state_spec())
+        assert result.snapshots[member] == fold(events[member] + added, later, base.state.spec())
         stored = stored_state(store, member)
         assert stored[0] == LAYOUT_VERSION
-        in_sequence = min(len(events[member]) + len(added), base.state_sequence_length)
+        in_sequence = min(len(events[member]) + len(added), base.state.sequence_length)
         assert len(stored[4]) == in_sequence * RECORD_BYTES
         if layout < 5:  # 3 events more and the decision state, but at least 40 records
             # 7 or 9 bytes shorter each
@@ -275,10 +275,10 @@ def test_record_on_an_old_layout_value_keeps_its_state_and_moves_the_decision(
     assert member_key_names(store, member) == [keys.member_keys(store.prefix, member)[0].encode()]
     assert store.decisions([member]) == {member: newer}
     assert stored_state(store, member)[0] == 4  # the state itself is rewritten by apply
-    assert store.read([member], now)[member] == fold(events[member], now, base.state_spec())
+    assert store.read([member], now)[member] == fold(events[member], now, base.state.spec())
     due = store.apply([], now, idle_partitions=[0])
     assert due.decision_states[member] == newer
-    assert due.idle_due[member] == fold(events[member], now, base.state_spec())
+    assert due.idle_due[member] == fold(events[member], now, base.state.spec())
 
 
 def test_a_decision_recorded_before_any_event_is_kept(base: Settings) -> None:
@@ -290,7 +290,7 @@ def test_a_decision_recorded_before_any_event_is_kept(base: Settings) -> None:
     event = make_event()
     result = store.apply(sourced([event], base), NOW_MS)
     assert result.decision_states["M0000001"] == early
-    assert result.snapshots["M0000001"] == fold([event], NOW_MS, base.state_spec())
+    assert result.snapshots["M0000001"] == fold([event], NOW_MS, base.state.spec())
 
 
 def test_a_decision_state_too_large_for_its_frame_is_refused(base: Settings) -> None:
@@ -301,7 +301,7 @@ def test_a_decision_state_too_large_for_its_frame_is_refused(base: Settings) -> 
         store.record([DecisionRecord("M0000001", 0, huge, {})])
     assert store.decisions(["M0000001"]) == {}
     assert store.read(["M0000001"], NOW_MS)["M0000001"] == fold(
-        [make_event()], NOW_MS, base.state_spec()
+        [make_event()], NOW_MS, base.state.spec()
     )
 
 
@@ -319,14 +319,14 @@ def test_apply_again_and_interleaved_changes_nothing(base: Settings) -> None:
     assert again.snapshots == once.snapshots
     third = store.apply(delivery[10:20] + delivery[20:] + delivery[:5], NOW_MS)
     assert (third.applied, third.duplicates) == (15, 15)
-    assert third.snapshots["M0000001"] == fold(first + second, NOW_MS, base.state_spec())
+    assert third.snapshots["M0000001"] == fold(first + second, NOW_MS, base.state.spec())
 
 
 def test_same_event_id_at_a_new_offset_is_a_duplicate(base: Settings) -> None:
     store = fresh(base)
     event = make_event()
-    store.apply([SourcedEvent(event, base.topic_purchases, 0, 1)], NOW_MS)
-    result = store.apply([SourcedEvent(event, base.topic_purchases, 0, 2)], NOW_MS)
+    store.apply([SourcedEvent(event, base.kafka.topic_purchases, 0, 1)], NOW_MS)
+    result = store.apply([SourcedEvent(event, base.kafka.topic_purchases, 0, 2)], NOW_MS)
     assert (result.applied, result.duplicates) == (0, 1)
     assert result.snapshots["M0000001"].total_purchases == 1
 
@@ -334,13 +334,13 @@ def test_same_event_id_at_a_new_offset_is_a_duplicate(base: Settings) -> None:
 def test_too_late_events_are_returned_and_change_nothing(base: Settings) -> None:
     store = fresh(base)
     recent = make_event(event_id="new", ts=NOW_MS)
-    late = make_event(event_id="old", ts=NOW_MS - base.state_lateness_ms - 1)
-    edge = make_event(event_id="edge", ts=NOW_MS - base.state_lateness_ms)
+    late = make_event(event_id="old", ts=NOW_MS - base.state.lateness_ms - 1)
+    edge = make_event(event_id="edge", ts=NOW_MS - base.state.lateness_ms)
     delivery = sourced([recent, late, edge], base)
     result = store.apply(delivery, NOW_MS)
     assert [item.event.event_id for item in result.too_late] == ["old"]
     assert result.applied == 2
-    assert result.snapshots["M0000001"] == fold([recent, edge], NOW_MS, base.state_spec())
+    assert result.snapshots["M0000001"] == fold([recent, edge], NOW_MS, base.state.spec())
 
 
 def test_recent_sequence_is_bounded_and_ordered(base: Settings) -> None:
@@ -379,7 +379,7 @@ def test_every_key_has_a_ttl_and_one_hash_slot(base: Settings) -> None:
     assert len(names) == 4  # state (with the decision state), outbox, idle set, budget ledger
     for name in names:
         ttl = store.client.pttl(name)
-        assert 0 < ttl <= base.state_ttl_ms, name
+        assert 0 < ttl <= base.state.ttl_ms, name
     member_keys = member_key_names(store, "M0000001")
     assert len(member_keys) == 2
     assert len({key_slot(name) for name in member_keys}) == 1
@@ -493,7 +493,7 @@ def test_a_member_key_holding_another_member_is_refused(base: Settings) -> None:
 def test_late_event_rejoins_a_session_closed_by_the_batch_before(base: Settings) -> None:
     """An interval stays open while an admissible event could still reach it (gap + lateness)."""
     store = fresh(base)
-    gap, lateness = base.state_session_gap_ms, base.state_lateness_ms
+    gap, lateness = base.state.session_gap_ms, base.state.lateness_ms
     start = NOW_MS - MS_PER_DAY
     first = make_event(event_id="y", ts=start)
     newest = make_event(event_id="w", ts=start + lateness + gap // 3)
@@ -502,7 +502,7 @@ def test_late_event_rejoins_a_session_closed_by_the_batch_before(base: Settings)
     store.apply(delivery[:2], NOW_MS)
     result = store.apply(delivery[2:], NOW_MS)
     assert result.applied == 1
-    expected = fold([first, newest, late], NOW_MS, base.state_spec())
+    expected = fold([first, newest, late], NOW_MS, base.state.spec())
     assert expected.sessions.n == 2
     assert result.snapshots["M0000001"] == expected
 
@@ -554,7 +554,7 @@ def test_apply_over_several_script_calls_gives_each_member_its_fold(base: Settin
     assert set(result.snapshots) == {f"M{i}" for i in range(23)}
     for member, snapshot in result.snapshots.items():
         mine = [e for e in events if e.member_id == member]
-        assert snapshot == fold(mine, NOW_MS, base.state_spec())
+        assert snapshot == fold(mine, NOW_MS, base.state.spec())
     whole = fresh(base, state_members_per_call=1000)  # one call for the whole batch
     assert whole.apply(delivery, NOW_MS).snapshots == result.snapshots
     again = store.apply(delivery, NOW_MS)
@@ -588,7 +588,7 @@ def test_a_reply_that_fails_to_decode_leaves_no_unread_replies_behind(
     assert set(redelivered.snapshots) == {f"M{i}" for i in range(12)}
     for member, snapshot in redelivered.snapshots.items():
         mine = [e for e in events if e.member_id == member]
-        assert snapshot == fold(mine, NOW_MS, base.state_spec())
+        assert snapshot == fold(mine, NOW_MS, base.state.spec())
     assert store.client.ping()
 
 

@@ -20,8 +20,8 @@ from memberpulse.streams.worker.decode import DeadLetter, EventDecoder, Origin
 from tests.helpers import NOW_MS, make_event
 
 SETTINGS = Settings()
-DECODER = EventDecoder(SETTINGS)
-HISTORICAL = EventDecoder(SETTINGS, live=False)
+DECODER = EventDecoder(SETTINGS.worker)
+HISTORICAL = EventDecoder(SETTINGS.worker, live=False)
 
 
 def decode(raw: bytes, **origin: object) -> Event | DeadLetter:
@@ -98,8 +98,8 @@ def test_unknown_fields_are_ignored_not_rejected() -> None:
         (b'{"ts": 123456789012345678901234567890}', Reason.MISSING_FIELD),
         (with_fields(ts=parse_ts("1999-12-31")), Reason.TS_TOO_OLD),
         (with_fields(ts=NOW_MS // 1000), Reason.TS_TOO_OLD),
-        (with_fields(ts=NOW_MS + SETTINGS.future_tolerance_ms + 1), Reason.TS_IN_FUTURE),
-        (with_fields(pad="x" * SETTINGS.max_event_bytes), Reason.OVERSIZE),
+        (with_fields(ts=NOW_MS + SETTINGS.worker.future_tolerance_ms + 1), Reason.TS_IN_FUTURE),
+        (with_fields(pad="x" * SETTINGS.worker.max_event_bytes), Reason.OVERSIZE),
     ],
 )
 def test_bad_input_gets_its_reason(raw: bytes, reason: Reason) -> None:
@@ -113,7 +113,7 @@ def test_seconds_timestamp_hint() -> None:
 
 
 def test_future_tolerance_boundary_is_inclusive() -> None:
-    edge = NOW_MS + SETTINGS.future_tolerance_ms
+    edge = NOW_MS + SETTINGS.worker.future_tolerance_ms
     assert isinstance(decode(with_fields(ts=edge)), Event)
 
 
@@ -126,7 +126,7 @@ def test_historical_logs_keep_old_and_future_timestamps() -> None:
 
 
 def test_floor_is_configurable() -> None:
-    decoder = EventDecoder(Settings(ts_floor="1990-01-01"))
+    decoder = EventDecoder(Settings(ts_floor="1990-01-01").worker)
     result = decoder.decode(with_fields(ts=parse_ts("1997-10-01")), received_at=NOW_MS)
     assert isinstance(result, Event)
 
@@ -165,14 +165,14 @@ def test_dead_letter_wire_keeps_text_payloads_readable() -> None:
 
 @pytest.mark.parametrize("reason", list(CORRUPTIONS))
 def test_every_simulated_corruption_is_caught_for_its_reason(reason: Reason) -> None:
-    raw = CORRUPTIONS[reason](make_event().to_wire(), SETTINGS.max_event_bytes)
+    raw = CORRUPTIONS[reason](make_event().to_wire(), SETTINGS.worker.max_event_bytes)
     assert reason_of(raw) is reason
 
 
 def test_random_corruption_reports_the_reason_the_decoder_gives() -> None:
     rng = np.random.default_rng(1)
     for _ in range(200):
-        raw, reason = corrupt(make_event(), rng, SETTINGS.max_event_bytes)
+        raw, reason = corrupt(make_event(), rng, SETTINGS.worker.max_event_bytes)
         assert reason_of(raw) is reason
 
 
@@ -194,7 +194,9 @@ def valid_events(draw: st.DrawFn) -> Event:
         member_id=str(draw(ids)),
         type=draw(st.sampled_from(EVENT_TYPES)),
         item_id=str(draw(ids)),
-        ts=draw(st.integers(SETTINGS.ts_floor, NOW_MS + SETTINGS.future_tolerance_ms)),
+        ts=draw(
+            st.integers(SETTINGS.worker.ts_floor, NOW_MS + SETTINGS.worker.future_tolerance_ms)
+        ),
         category=draw(st.none() | st.text(min_size=1, max_size=20)),
         price=draw(prices),
         quantity=draw(st.integers(1, 65_535)),
@@ -246,7 +248,7 @@ def test_decoder_never_raises_on_any_json_object(obj: dict[str, object]) -> None
         assert result.event_id
         assert result.member_id
         assert result.item_id
-        assert SETTINGS.ts_floor <= result.ts <= NOW_MS + SETTINGS.future_tolerance_ms
+        assert SETTINGS.worker.ts_floor <= result.ts <= NOW_MS + SETTINGS.worker.future_tolerance_ms
         assert result.price is None or (math.isfinite(result.price) and result.price >= 0)
         assert 1 <= result.quantity <= 65_535
     else:

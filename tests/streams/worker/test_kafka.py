@@ -32,55 +32,59 @@ def java_partition(key: bytes, partitions: int) -> int:
 
 
 def test_keyed_records_land_where_java_clients_put_them(isolated: Settings) -> None:
-    producer = make_producer(isolated)
+    producer = make_producer(isolated.kafka)
     members = [f"M{i:06d}" for i in range(400)] + ["ünïcødé", "{braces}:*", "a b\nc"]
     for member in members:
         event = make_event(member_id=member, event_id=f"e-{member}")
-        producer.produce(isolated.topic_clicks, key=member.encode(), value=encode_event(event))
+        producer.produce(
+            isolated.kafka.topic_clicks, key=member.encode(), value=encode_event(event)
+        )
     assert producer.flush(10) == 0
-    records = list(read_from_start(isolated, [isolated.topic_clicks]))
+    records = list(read_from_start(isolated.kafka, [isolated.kafka.topic_clicks]))
     assert len(records) == len(members)
     for record in records:
-        assert record.partition() == java_partition(record.key(), isolated.input_partitions)
-    assert len({record.partition() for record in records}) == isolated.input_partitions
+        assert record.partition() == java_partition(record.key(), isolated.kafka.input_partitions)
+    assert len({record.partition() for record in records}) == isolated.kafka.input_partitions
 
 
 def test_records_decode_back_to_the_events_sent(isolated: Settings) -> None:
-    producer = make_producer(isolated)
+    producer = make_producer(isolated.kafka)
     sent = [make_event(event_id=f"e{i}", member_id=f"M{i % 7}") for i in range(50)]
     for event in sent:
         producer.produce(
-            isolated.topic_purchases, key=event.member_id.encode(), value=encode_event(event)
+            isolated.kafka.topic_purchases, key=event.member_id.encode(), value=encode_event(event)
         )
     producer.flush(10)
-    decoder = EventDecoder(isolated)
+    decoder = EventDecoder(isolated.worker)
     now = int(time.time() * 1000)
     received = []
-    for record in read_from_start(isolated, [isolated.topic_purchases]):
+    for record in read_from_start(isolated.kafka, [isolated.kafka.topic_purchases]):
         origin = Origin(record.topic(), record.partition(), record.offset(), record.key())
         received.append(decoder.decode(record.value(), origin, now))
     assert sorted(received, key=lambda e: e.event_id) == sorted(sent, key=lambda e: e.event_id)
 
 
 def test_ensure_topics_is_idempotent_and_creates_all(isolated: Settings) -> None:
-    counts = ensure_topics(isolated)
-    assert counts == ensure_topics(isolated)
-    for topic in (*isolated.input_topics, isolated.topic_dlq):
-        assert counts[topic] == isolated.input_partitions
-    for topic in isolated.output_topics:
-        assert counts[topic] == isolated.output_partitions
+    counts = ensure_topics(isolated.kafka)
+    assert counts == ensure_topics(isolated.kafka)
+    for topic in (*isolated.kafka.input_topics, isolated.kafka.topic_dlq):
+        assert counts[topic] == isolated.kafka.input_partitions
+    for topic in isolated.kafka.output_topics:
+        assert counts[topic] == isolated.kafka.output_partitions
 
 
 def test_input_partition_mismatch_is_refused(isolated: Settings) -> None:
     from confluent_kafka.admin import NewTopic
 
-    skewed = isolated.model_copy(update={"topic_browses": isolated.topic_browses + ".skewed"})
-    admin = make_admin(skewed)  # keep the handle alive until the futures resolve
-    for future in admin.create_topics([NewTopic(skewed.topic_browses, 2, -1)]).values():
+    skewed = isolated.model_copy(update={"topic_browses": isolated.kafka.topic_browses + ".skewed"})
+    admin = make_admin(skewed.kafka)  # keep the handle alive until the futures resolve
+    for future in admin.create_topics([NewTopic(skewed.kafka.topic_browses, 2, -1)]).values():
         future.result()
-    assert partition_counts(skewed, [skewed.topic_browses]) == {skewed.topic_browses: 2}
+    assert partition_counts(skewed.kafka, [skewed.kafka.topic_browses]) == {
+        skewed.kafka.topic_browses: 2
+    }
     with pytest.raises(ConfigError, match="co-partitioned"):
-        ensure_topics(skewed)
+        ensure_topics(skewed.kafka)
 
 
 def test_live_producer_sends_everything_keyed_and_bad_records_are_caught(
@@ -107,11 +111,11 @@ def test_live_producer_sends_everything_keyed_and_bad_records_are_caught(
     assert summary.sent == len(events) == summary.delivered
     assert summary.failed == 0
     assert 60 < sum(summary.bad.values()) < 180
-    decoder = EventDecoder(isolated)
+    decoder = EventDecoder(isolated.worker)
     now = int(time.time() * 1000)
     seen: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    for record in read_from_start(isolated, isolated.input_topics):
+    for record in read_from_start(isolated.kafka, isolated.kafka.input_topics):
         seen[record.topic()] += 1
         result = decoder.decode(record.value(), Origin(key=record.key()), now)
         if isinstance(result, DeadLetter):
@@ -124,7 +128,7 @@ def test_live_producer_sends_everything_keyed_and_bad_records_are_caught(
 
 
 def test_redis_from_fixture_reads_and_writes(servers: Settings) -> None:
-    client = redis.Redis.from_url(servers.redis_url.get_secret_value())
+    client = redis.Redis.from_url(servers.redis.url.get_secret_value())
     client.set("mp-test:{m1}:probe", b"value", ex=30)
     assert client.get("mp-test:{m1}:probe") == b"value"
     assert 0 < client.ttl("mp-test:{m1}:probe") <= 30
@@ -137,20 +141,20 @@ async def test_group_consumer_with_local_profile_gets_records(isolated: Settings
 
     from memberpulse.streams.worker.kafka import group_timing_ms
 
-    producer = make_producer(isolated)
+    producer = make_producer(isolated.kafka)
     for i in range(20):
         producer.produce(
-            isolated.topic_clicks,
+            isolated.kafka.topic_clicks,
             key=f"M{i}".encode(),
             value=encode_event(make_event(event_id=f"g{i}", member_id=f"M{i}")),
         )
     assert producer.flush(10) == 0
     consumer = AIOKafkaConsumer(
-        isolated.topic_clicks,
-        bootstrap_servers=isolated.kafka_bootstrap,
-        group_id=f"{isolated.topic_clicks}.group",
+        isolated.kafka.topic_clicks,
+        bootstrap_servers=isolated.kafka.bootstrap,
+        group_id=f"{isolated.kafka.topic_clicks}.group",
         auto_offset_reset="earliest",
-        **group_timing_ms(isolated),
+        **group_timing_ms(isolated.kafka),
     )
     await consumer.start()
     try:

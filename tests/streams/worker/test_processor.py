@@ -41,12 +41,12 @@ BATCH = 256
 
 
 def _processor(settings: Settings, registry: Path, sink: object | None = None) -> BatchProcessor:
-    policy = Policy.from_settings(settings, load_rules(settings.coupon_rules))
+    policy = Policy.from_settings(settings.decisions, load_rules(settings.decisions.coupon_rules))
     return BatchProcessor(
         settings,
         RedisState(settings),
         ModelHolder(Registry(registry)),
-        sink or KafkaSink(settings),  # type: ignore[arg-type]
+        sink or KafkaSink(settings.kafka),  # type: ignore[arg-type]
         policy,
     )
 
@@ -63,7 +63,7 @@ class _Records:
         for event in events:
             records.append(
                 self.raw(
-                    self._settings.topic_for_type(event.type),
+                    self._settings.kafka.topic_for_type(event.type),
                     event.member_id,
                     encode_event(event),
                     received_ms,
@@ -72,7 +72,7 @@ class _Records:
         return records
 
     def raw(self, topic: str, member: str, value: bytes, received_ms: int) -> InRecord:
-        partition = zlib.crc32(member.encode()) % self._settings.input_partitions
+        partition = zlib.crc32(member.encode()) % self._settings.kafka.input_partitions
         offset = self._offsets[(topic, partition)]
         self._offsets[(topic, partition)] += 1
         return InRecord(topic, partition, offset, member.encode(), value, received_ms)
@@ -87,12 +87,14 @@ def _batches(records: Sequence[InRecord], size: int = BATCH) -> list[Sequence[In
 
 
 def _outputs(settings: Settings) -> list[dict[str, object]]:
-    messages = read_from_start(settings, settings.output_topics)
+    messages = read_from_start(settings.kafka, settings.kafka.output_topics)
     return [orjson.loads(m.value()) for m in messages]
 
 
 def _dead_letters(settings: Settings) -> list[dict[str, object]]:
-    return [orjson.loads(m.value()) for m in read_from_start(settings, [settings.topic_dlq])]
+    return [
+        orjson.loads(m.value()) for m in read_from_start(settings.kafka, [settings.kafka.topic_dlq])
+    ]
 
 
 def test_batches_flow_to_outputs_and_every_event_is_accounted_for(
@@ -102,8 +104,10 @@ def test_batches_flow_to_outputs_and_every_event_is_accounted_for(
     maker = _Records(isolated)
     received = events[-1].ts + 1
     records = maker.make(events, received)
-    records.insert(100, maker.raw(isolated.topic_clicks, "M-bad", b"{not json", received))
-    records.insert(300, maker.raw(isolated.topic_purchases, "M-bad", b'{"event_id":1}', received))
+    records.insert(100, maker.raw(isolated.kafka.topic_clicks, "M-bad", b"{not json", received))
+    records.insert(
+        300, maker.raw(isolated.kafka.topic_purchases, "M-bad", b'{"event_id":1}', received)
+    )
     processor = _processor(isolated, served_registry)
     reports = [processor.process(batch) for batch in _batches(records)]
 
@@ -125,7 +129,7 @@ def test_batches_flow_to_outputs_and_every_event_is_accounted_for(
     assert {o["model_version"] for o in outputs} == {version}
 
     # a recommendation never holds an item the member bought within the exclusion span
-    window = isolated.state_exclusion_days * MS_PER_DAY
+    window = isolated.state.exclusion_days * MS_PER_DAY
     for rec in (o for o in outputs if o["kind"] == RECOMMENDATION):
         now = rec["event_time"]
         bought = {
@@ -175,7 +179,7 @@ class _CrashAfterRecord:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.inner = KafkaSink(settings)
+        self.inner = KafkaSink(settings.kafka)
         self.crashed = False
 
     def produce(
@@ -204,7 +208,7 @@ def test_a_crash_between_record_and_confirm_loses_no_decision_and_keeps_its_id(
     decided = {
         ident.decode()
         for m in members
-        for ident in store.client.hkeys(keys.member_keys(isolated.redis_key_prefix, m)[2])
+        for ident in store.client.hkeys(keys.member_keys(isolated.redis.key_prefix, m)[2])
     }
     assert decided  # the decisions are in the outbox, written with the state
 
@@ -257,7 +261,7 @@ def test_a_member_who_goes_silent_gets_one_churn_alert_from_the_idle_check(
     processor = _processor(settings, served_registry)
     reports = [processor.process(batch) for batch in _batches(live)]
     for _ in range(3):  # more idle passes at the same event time change nothing
-        reports.append(processor.tick(range(settings.input_partitions)))
+        reports.append(processor.tick(range(settings.kafka.input_partitions)))
     outputs = _outputs(settings)
     alerts = [o for o in outputs if o["kind"] == CHURN and o["member_id"] == silent]
     assert sum(r.idle_checked for r in reports) >= 1
@@ -283,10 +287,10 @@ def test_recommendations_change_after_purchases_and_leave_out_what_was_bought(
         if member not in latest or rec["event_time"] > latest[member]["event_time"]:  # type: ignore[operator]
             latest[member] = rec
     member, before = max(latest.items(), key=lambda kv: kv[1]["event_time"])  # type: ignore[arg-type, return-value]
-    head = [item["item_id"] for item in before["items"][: isolated.rec_material_top]]  # type: ignore[index]
+    head = [item["item_id"] for item in before["items"][: isolated.decisions.rec_material_top]]  # type: ignore[index]
 
     # The member buys the head of their list, past the rate limit's interval.
-    later = events[-1].ts + round(2 * isolated.rec_min_interval_minutes * 60_000)
+    later = events[-1].ts + round(2 * isolated.decisions.rec_min_interval_minutes * 60_000)
     buys = [
         Event(f"buy-{k}", member, "purchase", str(item), later + k * 1_000, price=10.0)
         for k, item in enumerate(head)
@@ -359,8 +363,8 @@ def test_a_tier_forecast_is_emitted_when_spend_crosses_a_floor_and_only_then(
     isolated: Settings, served_registry: Path
 ) -> None:
     member, start = "M-tier", 1_780_000_000_000
-    top = isolated.tier_names[-1]
-    floor = isolated.tier_min_spend[-1]
+    top = isolated.decisions.tier_names[-1]
+    floor = isolated.decisions.tier_min_spend[-1]
     maker = _Records(isolated)
     processor = _processor(isolated, served_registry)
     small = [Event("t-1", member, "purchase", "I-1", start, price=1.0)]
@@ -403,7 +407,7 @@ class _RivalSpendsTheBudget:
     def apply(self, events: Sequence[Event], now: int, **kwargs: object) -> object:
         result = self.inner.apply(events, now, **kwargs)  # type: ignore[arg-type]
         for day in {day_of(ts) for ts in result.now.values()}:
-            ledger = keys.budget_key(self._settings.redis_key_prefix, self._budget, day)
+            ledger = keys.budget_key(self._settings.redis.key_prefix, self._budget, day)
             self.inner.client.hset(ledger, "spent", self._limit)
         return result
 
@@ -421,7 +425,7 @@ def test_a_coupon_refused_at_reservation_is_never_sent_even_after_a_crash(
     limit = round(rules.budget.daily_limit * 100)
     events = _events(members=12, seed=8)
     batch = _Records(settings).make(events, events[-1].ts + 1)[:BATCH]
-    policy = Policy.from_settings(settings, rules)
+    policy = Policy.from_settings(settings.decisions, rules)
     rival = _RivalSpendsTheBudget(settings, rules.budget.name, limit)
     crashing = BatchProcessor(
         settings, rival, ModelHolder(Registry(served_registry)), _CrashAfterRecord(settings), policy
@@ -433,7 +437,7 @@ def test_a_coupon_refused_at_reservation_is_never_sent_even_after_a_crash(
     pending = [
         orjson.loads(value)
         for m in members
-        for value in store.client.hvals(keys.member_keys(settings.redis_key_prefix, m)[2])
+        for value in store.client.hvals(keys.member_keys(settings.redis.key_prefix, m)[2])
     ]
     refused = [p for p in pending if p["kind"] == COUPON and not p["holdout"]]
     assert refused  # coupons were decided, then refused at reservation, and left pending
@@ -444,5 +448,5 @@ def test_a_coupon_refused_at_reservation_is_never_sent_even_after_a_crash(
     sent = [o for o in _outputs(settings) if o["kind"] == COUPON and not o["holdout"]]
     assert {o["id"] for o in sent}.isdisjoint(p["id"] for p in refused)
     for day in {p["budget_day"] for p in refused}:
-        ledger = keys.budget_key(settings.redis_key_prefix, rules.budget.name, day)
+        ledger = keys.budget_key(settings.redis.key_prefix, rules.budget.name, day)
         assert int(store.client.hget(ledger, "spent")) == limit  # the rival's, not exceeded

@@ -51,7 +51,7 @@ def _settings(settings: Settings, registry: Path, **extra: object) -> Settings:
     """What the test's worker runs with: its registry, its own group, info logs."""
     fields: dict[str, object] = {
         "model_registry": registry,
-        "worker_group_id": f"g-{settings.redis_key_prefix}",
+        "worker_group_id": f"g-{settings.redis.key_prefix}",
         "worker_log_level": "info",
         "worker_web_port": 0,
     }
@@ -79,7 +79,7 @@ def _events(members: int, seed: int) -> list[Event]:
 
 
 def _outputs(settings: Settings) -> list[bytes]:
-    return [m.value() for m in read_from_start(settings, settings.output_topics)]
+    return [m.value() for m in read_from_start(settings.kafka, settings.kafka.output_topics)]
 
 
 def _committed_all(settings: Settings, group: str, produced: int) -> bool:
@@ -87,15 +87,19 @@ def _committed_all(settings: Settings, group: str, produced: int) -> bool:
     under-count) and each is below the group's committed offsets."""
     ends: Counter[tuple[str, int]] = Counter()
     seen = 0
-    for message in read_from_start(settings, settings.input_topics, idle_timeout_s=0.5):
+    for message in read_from_start(settings.kafka, settings.kafka.input_topics, idle_timeout_s=0.5):
         ends[(message.topic(), message.partition())] = message.offset() + 1
         seen += 1
     if seen < produced:  # a short read proves nothing: read again on the next poll
         return False
-    counts = partition_counts(settings, settings.input_topics)
-    consumer = Consumer(client_config(settings) | {"group.id": group, "enable.auto.commit": False})
+    counts = partition_counts(settings.kafka, settings.kafka.input_topics)
+    consumer = Consumer(
+        client_config(settings.kafka) | {"group.id": group, "enable.auto.commit": False}
+    )
     try:
-        wanted = [TopicPartition(t, p) for t in settings.input_topics for p in range(counts[t])]
+        wanted = [
+            TopicPartition(t, p) for t in settings.kafka.input_topics for p in range(counts[t])
+        ]
         committed = consumer.committed(wanted, timeout=10)
     finally:
         consumer.close()
@@ -140,7 +144,10 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
             assert any(sample == name for sample, _labels in exported), name
         with urllib.request.urlopen(f"{worker.url}/health", timeout=5) as answer:
             assert orjson.loads(answer.read()) == {"status": "ok"}
-        letters = [orjson.loads(m.value()) for m in read_from_start(isolated, [isolated.topic_dlq])]
+        letters = [
+            orjson.loads(m.value())
+            for m in read_from_start(isolated.kafka, [isolated.kafka.topic_dlq])
+        ]
         assert Counter(d["reason"] for d in letters) == Counter({"malformed_json": 3})
         assert worker.stop(_EXIT_DEADLINE_S) == 0
     log = (tmp_path / "worker.log").read_text()
@@ -150,7 +157,7 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
     for record in outputs:
         validate_record(record)
     assert len({o["id"] for o in outputs}) == len(outputs)
-    assert _committed_all(isolated, settings.worker_group_id, produced)
+    assert _committed_all(isolated, settings.worker.group_id, produced)
 
 
 def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
@@ -166,7 +173,7 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
         produce_events(isolated, events)
         assert doomed.proc.wait(_FLOW_DEADLINE_S) == -signal.SIGKILL
     with _worker(settings, log) as restarted:
-        group = settings.worker_group_id
+        group = settings.worker.group_id
         wait_until(
             lambda: _committed_all(isolated, group, len(events)),
             timeout=_FLOW_DEADLINE_S,
@@ -196,29 +203,31 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
             assert sorted(episodes[(member, kind)]) == list(range(1, count + 1)), (member, kind)
     # no event lost: nothing was committed before it was applied (batch delivery registers
     # a batch's earlier offsets as a gap), so every member's state is the fold of its events
-    letters = [orjson.loads(m.value()) for m in read_from_start(isolated, [isolated.topic_dlq])]
+    letters = [
+        orjson.loads(m.value()) for m in read_from_start(isolated.kafka, [isolated.kafka.topic_dlq])
+    ]
     assert letters == []
     now = max(e.ts for e in events)
     snapshots = RedisState(isolated).read(members, now)
     for member in members:
         mine = [e for e in events if e.member_id == member]
-        assert snapshots[member] == fold(mine, now, isolated.state_spec()), member
+        assert snapshots[member] == fold(mine, now, isolated.state.spec()), member
 
 
 def test_tail_prints_a_topics_records_without_joining_a_group(isolated: Settings) -> None:
-    producer = make_producer(isolated)
+    producer = make_producer(isolated.kafka)
     records = [{"id": f"tier:M{i}:1", "kind": "tier", "n": i} for i in range(3)]
     for record in records:
-        producer.produce(isolated.topic_tiers, orjson.dumps(record), b"M")
+        producer.produce(isolated.kafka.topic_tiers, orjson.dumps(record), b"M")
     assert producer.flush(30) == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERPULSE_")}
     env |= {
         "MEMBERPULSE_HOME": str(isolated.home),
-        "MEMBERPULSE_KAFKA_BOOTSTRAP": isolated.kafka_bootstrap,
+        "MEMBERPULSE_KAFKA_BOOTSTRAP": isolated.kafka.bootstrap,
     }
     result = subprocess.run(
         [sys.executable, "-c", "from memberpulse.streams.cli.main import main; main()", "tail",
-         isolated.topic_tiers, "--from-beginning", "--max-records", "3"],
+         isolated.kafka.topic_tiers, "--from-beginning", "--max-records", "3"],
         capture_output=True, text=True, env=env, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -232,16 +241,19 @@ def test_worker_refuses_input_topics_with_different_partition_counts(
     from memberpulse.streams.worker.app import check_input_partitions
     from memberpulse.streams.worker.kafka import make_admin
 
-    assert set(check_input_partitions(isolated).values()) == {isolated.input_partitions}
-    odd = isolated.model_copy(update={"topic_purchases": f"{isolated.topic_purchases}.odd"})
+    assert set(check_input_partitions(isolated).values()) == {isolated.kafka.input_partitions}
+    odd = isolated.model_copy(update={"topic_purchases": f"{isolated.kafka.topic_purchases}.odd"})
     from confluent_kafka.admin import NewTopic
 
-    admin = make_admin(odd)  # kept alive until the futures resolve
-    futures = admin.create_topics([NewTopic(odd.topic_purchases, 1, 1)])
+    admin = make_admin(odd.kafka)  # kept alive until the futures resolve
+    futures = admin.create_topics([NewTopic(odd.kafka.topic_purchases, 1, 1)])
     for future in futures.values():
         future.result(timeout=30)
     wait_until(
-        lambda: partition_counts(odd, [odd.topic_purchases]).get(odd.topic_purchases) == 1,
+        lambda: (
+            partition_counts(odd.kafka, [odd.kafka.topic_purchases]).get(odd.kafka.topic_purchases)
+            == 1
+        ),
         timeout=30,
         what="the odd topic exists",
     )
@@ -294,13 +306,13 @@ def test_promoting_a_model_swaps_it_between_batches_of_a_running_worker(
         wait_until(worker.ready, timeout=60, interval=0.2, what="worker ready")
         produce_events(isolated, events[:half])
         wait_until(lambda: accounted(worker) >= half, timeout=_FLOW_DEADLINE_S, interval=0.5)
-        registry.promote(second, make_redis(isolated), isolated.redis_key_prefix)
+        registry.promote(second, make_redis(isolated.redis), isolated.redis.key_prefix)
         produce_events(isolated, events[half:])
         wait_until(lambda: accounted(worker) >= len(events), timeout=_FLOW_DEADLINE_S, interval=0.5)
         assert worker.metrics().total("memberpulse_model_swaps_total") == 2  # load, swap
         assert worker.stop(_EXIT_DEADLINE_S) == 0
     per_partition: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for message in read_from_start(isolated, isolated.output_topics):
+    for message in read_from_start(isolated.kafka, isolated.kafka.output_topics):
         version = orjson.loads(message.value())["model_version"]
         per_partition[(message.topic(), message.partition())].append(version)
     assert {v for versions in per_partition.values() for v in versions} == {first, second}
@@ -336,11 +348,11 @@ def _fresh_namespace(settings: Settings) -> Settings:
     """The same servers under new topic names and a new key prefix (like `isolated`)."""
     tag = uuid.uuid4().hex[:8]
     update: dict[str, object] = {
-        name: f"t{tag}.{getattr(Settings(), name)}" for name in TOPIC_SETTINGS
+        name: f"t{tag}.{Settings().value(name)}" for name in TOPIC_SETTINGS
     }
     update |= {"redis_key_prefix": f"mp{tag}", "worker_group_id": f"g-mp{tag}"}
     fresh = settings.model_copy(update=update)
-    ensure_topics(fresh)
+    ensure_topics(fresh.kafka)
     return fresh
 
 
@@ -361,7 +373,7 @@ def _run_workers(settings: Settings, events: list[Event], workers: int, log: Pat
         running = [stack.enter_context(_worker(settings, log)) for _ in range(workers)]
         wait_until(lambda: all(w.ready() for w in running), timeout=90, interval=0.2)
         wait_until(
-            lambda: _committed_all(settings, settings.worker_group_id, len(events)),
+            lambda: _committed_all(settings, settings.worker.group_id, len(events)),
             timeout=_FLOW_DEADLINE_S,
             interval=1.0,
             what="the group committed every input record",

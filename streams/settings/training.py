@@ -1,0 +1,75 @@
+"""The training section: `memberpulse train`'s network and dataset, and the default model
+that `make run` trains once when no model exists (sizes fit 2 CPU cores)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+from memberpulse.streams.settings.base import Section, section_config
+
+
+class TrainingSettings(Section):
+    """`train_*` and `default_model_*`."""
+
+    model_config = section_config("train_")
+
+    hidden: int = Field(64, ge=8, description="transformer width")
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn: int = Field(128, ge=8, description="feed-forward width")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
+    horizon_days: int = Field(30, ge=1, description="churn / spend horizon H")
+    sequence_length: int = Field(32, ge=1, description="latest events the model reads")
+    stride_days: int = Field(7, ge=1, description="days between training cutoffs")
+    min_item_count: int = Field(2, ge=1, description="rarer items share hash buckets")
+    hash_buckets: int = Field(256, ge=0)
+    price_buckets: int = Field(16, ge=2)
+    threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+    validation: Literal["time", "members"] = Field(
+        "members", description="hold out 10% of members (members) or the last horizon (time)"
+    )
+
+    # --- The default model (`make run` trains it once when no model exists) ------------
+    default_model_members: int = Field(
+        3_000, ge=50, alias="default_model_members", description="simulated members"
+    )
+    default_model_days: int = Field(
+        120, ge=60, alias="default_model_days", description="days of simulated history"
+    )
+    default_model_epochs: int = Field(3, ge=1, alias="default_model_epochs")
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        """The training configuration; `overrides` are TrainConfig fields (e.g. seed)."""
+        network = NetworkConfig(
+            hidden=self.hidden,
+            layers=self.layers,
+            heads=self.heads,
+            ffn=self.ffn,
+            dropout=self.dropout,
+        )
+        dataset = DatasetConfig(
+            horizon_days=overrides.pop("horizon_days", self.horizon_days),
+            sequence_length=self.sequence_length,
+            stride_days=self.stride_days,
+            min_item_count=self.min_item_count,
+            hash_buckets=self.hash_buckets,
+            price_buckets=self.price_buckets,
+            validation=self.validation,
+        )
+        return TrainConfig(
+            network=network,
+            dataset=dataset,
+            epochs=overrides.pop("epochs", self.epochs),
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            patience=self.patience,
+            threads=self.threads,
+            **overrides,
+        )
