@@ -11,7 +11,7 @@ import typer
 
 from memberpulse.streams.cli import context
 from memberpulse.streams.local.console import Reporter
-from memberpulse.streams.settings import Settings, load_settings
+from memberpulse.streams.settings import Settings
 
 bench_app = typer.Typer(help="Benchmarks (figures for BENCHMARKS.md).")
 
@@ -73,14 +73,14 @@ def bench_state(
     settings = state.settings()
     started = None
     if not settings.is_set("redis_url") and not _redis_up(settings):
-        base = load_settings(state.overrides)
+        base = state.base_settings()
         started = launcher.up(base, components=["redis"])
         settings = started.apply_to(settings)
     try:
         report = run(settings, members, days, seed)
     finally:
         if started is not None and not started.already_running:
-            launcher.down(load_settings(state.overrides))
+            launcher.down(state.base_settings())
     if as_json:
         context.print_json(report)
         return
@@ -115,7 +115,7 @@ def bench_startup(
     from memberpulse.streams.local.default_model import model_ready
 
     state = context.state(ctx)
-    base = load_settings(state.overrides)
+    base = state.base_settings()
     info = launcher.up(base)
     try:
         settings = info.apply_to(base)
@@ -173,7 +173,7 @@ def bench_e2e(
     from memberpulse.streams.local.default_model import model_ready
 
     state = context.state(ctx)
-    base = load_settings(state.overrides)
+    base = state.base_settings()
     notes = Reporter(interactive=False, to_stderr=as_json)
     model_ready(notes, base)
     target = out or base.home / "bench" / time.strftime("e2e-%Y%m%d-%H%M%S")

@@ -28,7 +28,7 @@ class CliState:
         if self._settings is None:
             from memberpulse.streams.local.discovery import with_local_stack
 
-            self._settings = with_local_stack(load_settings(self.overrides))
+            self._settings = with_local_stack(self.base_settings())
         return self._settings
 
     def base_settings(self) -> Settings:

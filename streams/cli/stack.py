@@ -6,7 +6,6 @@ import typer
 
 from memberpulse.streams.cli import context
 from memberpulse.streams.local.console import Reporter
-from memberpulse.streams.settings import load_settings
 
 stack_app = typer.Typer(help="The local stack: tansu broker + redis-server under MEMBERPULSE_HOME.")
 
@@ -16,7 +15,7 @@ def stack_up(ctx: typer.Context) -> None:
     """Start the broker and redis-server (free ports), create topics, return when ready."""
     from memberpulse.streams.local import launcher
 
-    settings = load_settings(context.state(ctx).overrides)
+    settings = context.state(ctx).base_settings()
     info = launcher.up(settings)
     out = Reporter()
     verb = "already running" if info.already_running else "started"
@@ -32,7 +31,7 @@ def stack_down(ctx: typer.Context) -> None:
     """Stop the stack's processes (SIGTERM, then SIGKILL after a grace)."""
     from memberpulse.streams.local import launcher
 
-    settings = load_settings(context.state(ctx).overrides)
+    settings = context.state(ctx).base_settings()
     stopped = launcher.down(settings)
     Reporter().line(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
@@ -42,7 +41,7 @@ def stack_status(ctx: typer.Context) -> None:
     """Report whether each component runs and answers; exit 1 unless all are healthy."""
     from memberpulse.streams.local import launcher
 
-    settings = load_settings(context.state(ctx).overrides)
+    settings = context.state(ctx).base_settings()
     components = launcher.status(settings)
     out = Reporter()
     if not components:
