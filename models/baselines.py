@@ -29,6 +29,7 @@ RFM_COLUMNS: Final = ("log1p_recency_days", "log1p_frequency", "log1p_monetary",
 __all__ = [
     "RFM_COLUMNS",
     "LogisticRegression",
+    "MarkovChain",
     "popularity_ranks",
     "popularity_scores",
     "recent_ranks",
@@ -304,3 +305,77 @@ def recent_ranks(
     ahead_per_row = np.bincount(d_row[ahead], minlength=n)
     ranks = np.where(found, own_recency, per_row + pop[safe] - ahead_per_row)
     return np.where(rankable, ranks, n_items).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class MarkovChain:
+    """A first-order Markov chain over the catalogue: the next item given the last one.
+
+    Per item the `top_m` most frequent next items (counts of consecutive pairs in the
+    training sequences); a member is ranked by the row of their latest item (most
+    frequent follow-up first), then every other item by popularity. Ties break by
+    popularity, then by lower position, as everywhere else.
+    """
+
+    follow: NDArray[np.int64]  # (n_items, top_m) catalogue positions, −1 = none
+    counts: NDArray[np.int64]  # (n_items, top_m) pair counts, 0 = none
+
+    @classmethod
+    def fit(
+        cls,
+        previous: ArrayLike,
+        following: ArrayLike,
+        n_items: int,
+        top_m: int,
+        train_item_counts: ArrayLike,
+    ) -> MarkovChain:
+        """Count (previous item → following item) pairs; −1 on either side is skipped."""
+        prev, nxt = (np.asarray(v, dtype=np.int64) for v in (previous, following))
+        if prev.shape != nxt.shape or prev.ndim != 1:
+            raise ValueError(f"previous/following: expected two (n,) arrays, got {prev.shape}")
+        if top_m < 1:
+            raise ValueError(f"top_m: expected ≥ 1, got {top_m}")
+        pop = _popularity_order_rank(_counts(train_item_counts))
+        keep = (prev >= 0) & (nxt >= 0) & (prev < n_items) & (nxt < n_items)
+        pairs, count = np.unique(prev[keep] * n_items + nxt[keep], return_counts=True)
+        src, dst = pairs // n_items, pairs % n_items
+        order = np.lexsort((pop[dst], -count, src))  # per source: by count, then popularity
+        src, dst, count = src[order], dst[order], count[order]
+        start = np.searchsorted(src, src, side="left")
+        slot = np.arange(len(src)) - start
+        kept = slot < top_m
+        follow = np.full((n_items, top_m), NOT_RANKABLE, dtype=np.int64)
+        counts = np.zeros((n_items, top_m), dtype=np.int64)
+        follow[src[kept], slot[kept]] = dst[kept]
+        counts[src[kept], slot[kept]] = count[kept]
+        return cls(follow, counts)
+
+    def ranks(
+        self, last: ArrayLike, targets: ArrayLike, train_item_counts: ArrayLike
+    ) -> NDArray[np.int64]:
+        """Rank of each target given each member's latest item (−1: none, popularity only)."""
+        counts = _counts(train_item_counts)
+        n_items = counts.size
+        target = _targets(targets, n_items)
+        latest = np.asarray(last, dtype=np.int64)
+        if latest.shape != target.shape:
+            raise ValueError(f"last: expected {target.shape}, got {latest.shape}")
+        pop = _popularity_order_rank(counts)
+        rows = np.where(latest[:, None] >= 0, self.follow[np.maximum(latest, 0)], NOT_RANKABLE)
+        valid = rows >= 0
+        safe = np.maximum(target, 0)
+        hit = valid & (rows == safe[:, None])
+        found = hit.any(axis=1)
+        own = hit.argmax(axis=1)
+        ahead = valid & (pop[np.maximum(rows, 0)] < pop[safe][:, None])
+        ranks = np.where(found, own, valid.sum(axis=1) + pop[safe] - ahead.sum(axis=1))
+        return np.where(target == NOT_RANKABLE, n_items, ranks).astype(np.int64)
+
+    def to_arrays(self) -> dict[str, NDArray[np.int64]]:
+        """What `baselines.npz` stores."""
+        return {"markov_follow": self.follow, "markov_counts": self.counts}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> MarkovChain:
+        """Rebuild from `to_arrays()`."""
+        return cls(np.asarray(arrays["markov_follow"]), np.asarray(arrays["markov_counts"]))

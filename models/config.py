@@ -54,6 +54,23 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class SASRecConfig:
+    """The paper's hyper-parameters (Kang & McAuley 2018, section IV)."""
+
+    hidden: int = 50
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    max_length: int = 50
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    max_epochs: int = 200
+    patience: int = 10  # epochs without a better validation NDCG@10
+    seed: int = 0
+    eval_batch_size: int = 1024
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything `memberpulse train` needs besides the data."""
 
@@ -72,3 +89,7 @@ class TrainConfig:
     dense_weight: float = 0.5
     eval_batch_size: int = 1024
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    # Next-item baselines: the Markov chain always; SASRec with the leave-one-out protocol,
+    # and with the time protocol only when asked (`train --baselines`; it takes minutes).
+    baselines: bool = False
+    sasrec: SASRecConfig = field(default_factory=SASRecConfig)

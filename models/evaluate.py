@@ -12,13 +12,14 @@ from typing import Any, Final
 
 import numpy as np
 
+from memberpulse.models import baseline_suite
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.config import Protocol, TrainConfig
 from memberpulse.models.dataset import OUTSIDE, Samples, build_samples
 from memberpulse.models.eventlog import EventLog
 from memberpulse.models.features import concat, encode
 from memberpulse.models.fold import fold
-from memberpulse.models.report import evaluate_samples
+from memberpulse.models.report import External, evaluate_samples
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
 from memberpulse.models.train import pick_device
@@ -56,27 +57,76 @@ def evaluate(
     state = StateSpec(**bundle.config["state"])
     config = TrainConfig()  # evaluation batch size only
     device = pick_device()
+    next_baselines = baseline_suite.NextItemBaselines.load(bundle.path)
+    counts = np.asarray(bundle.baselines["item_counts"], dtype=np.int64)
     samples = build_samples(log, [at], horizon, bundle.spec, state)
+    external = _external(bundle, log, samples, at, horizon)
+    external.ranks.update(
+        baseline_suite.next_item_ranks(
+            next_baselines,
+            log,
+            bundle.spec,
+            samples,
+            baseline_suite.rows_before(log, at)[samples.member],
+            np.where(samples.next_item >= 0, samples.next_item, -1),
+            counts,
+        )
+    )
+    if next_baselines.sasrec is not None:
+        external.info["sasrec"] = {"epochs_run": next_baselines.sasrec.epochs_run}
     report, _ = evaluate_samples(
-        bundle.model, samples, bundle.spec, bundle.baselines, config, device
+        bundle.model, samples, bundle.spec, bundle.baselines, config, device, external
     )
     if active_days is not None:
-        active = samples.take(np.flatnonzero(samples.idle_days <= active_days))
+        rows = np.flatnonzero(samples.idle_days <= active_days)
         sub, _ = evaluate_samples(
-            bundle.model, active, bundle.spec, bundle.baselines, config, device
+            bundle.model,
+            samples.take(rows),
+            bundle.spec,
+            bundle.baselines,
+            config,
+            device,
+            external.take(rows),
         )
         report["active"] = {"days": active_days, **sub}
     if protocol == "leave-one-out":
         loo = leave_one_out_samples(log, bundle, state)
+        loo_external = External(info=external.info)
+        loo_external.ranks.update(
+            baseline_suite.next_item_ranks(
+                next_baselines,
+                log,
+                bundle.spec,
+                loo,
+                log.offsets[1:][loo.member] - LOO_TARGET,
+                np.where(loo.next_item >= 0, loo.next_item, -1),
+                counts,
+            )
+        )
         loo_report, _ = evaluate_samples(
-            bundle.model, loo, bundle.spec, bundle.baselines, config, device
+            bundle.model, loo, bundle.spec, bundle.baselines, config, device, loo_external
         )
         report["next_item"] = loo_report["next_item"]
         if at < until:  # the model saw [T, until): churn and spend there would flatter it
             for task in ("churn", "spend"):
                 report[task] = {"skipped": f"T {to_iso(at)} lies in the training window"}
+        report["verdicts"] = [v for v in loo_report["verdicts"] if v.startswith("next item")] + [
+            v for v in report["verdicts"] if not v.startswith("next item") and at >= until
+        ]
     report.update(at=to_iso(at), horizon_days=horizon, protocol=protocol, model=str(bundle.path))
     return report
+
+
+def _external(bundle: Bundle, log: EventLog, samples: Samples, at: int, horizon: int) -> External:
+    """BG/NBD churn and BG/NBD × Gamma-Gamma spend at `at`, when the model has them."""
+    external = External()
+    base = baseline_suite.load_customer_base(bundle.baselines)
+    if base is not None:
+        scores = baseline_suite.customer_base_scores(base, log, at, samples, horizon)
+        external.churn["bgnbd"] = scores["churn"]  # type: ignore[assignment]
+        if scores["spend"] is not None:
+            external.spend["bgnbd_gg"] = scores["spend"]
+    return external
 
 
 def leave_one_out_samples(log: EventLog, bundle: Bundle, state: StateSpec) -> Samples:

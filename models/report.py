@@ -7,6 +7,7 @@ target outside it counts as a miss; members with no event in the window are left
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -32,6 +33,27 @@ RECALL_KS: Final = (1, 5, 10, 20, 50, 100)
 CALIBRATION_BINS: Final = 10
 TIE_BREAK: Final = 1e-3  # popularity's share of the transition baseline's scores (ties)
 RANK_CHUNK: Final = 2048  # members per (chunk, catalogue) score matrix
+
+
+@dataclass
+class External:
+    """Baselines scored outside this module (they need the event log), per sample row:
+    next-item target ranks, churn probabilities, spend forecasts, and what to report
+    about each beside its figures (e.g. SASRec's `epochs_run`)."""
+
+    ranks: dict[str, NDArray[np.int64]] = field(default_factory=dict)
+    churn: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    spend: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def take(self, rows: NDArray[np.int64]) -> External:
+        """The same baselines on a subset of the rows."""
+        return External(
+            {k: v[rows] for k, v in self.ranks.items()},
+            {k: v[rows] for k, v in self.churn.items()},
+            {k: v[rows] for k, v in self.spend.items()},
+            self.info,
+        )
 
 
 class Predictions(NamedTuple):
@@ -83,8 +105,10 @@ def evaluate_samples(
     baselines: dict[str, Any],
     config: TrainConfig,
     device: torch.device,
+    external: External | None = None,
 ) -> tuple[dict[str, Any], Curves]:
     """Model and baseline metrics on `samples` (the JSON layout of `memberpulse evaluate`)."""
+    external = external or External()
     pred = predict(model, samples, config.eval_batch_size, device)
     y = samples.churn.astype(np.float64)
     rfm = LogisticRegression.from_dict(baselines["rfm"])
@@ -92,6 +116,11 @@ def evaluate_samples(
     both = len(np.unique(y)) == 2
     churn_model = _churn_metrics(y, pred.churn) if both else {}
     churn_rfm = {"roc_auc": m.roc_auc(y, rfm_prob), "brier": m.brier(y, rfm_prob)} if both else {}
+    churn_baselines = {"rfm": churn_rfm}
+    for name, prob in external.churn.items():
+        churn_baselines[name] = (
+            {"roc_auc": m.roc_auc(y, prob), "brier": m.brier(y, prob)} if both else {}
+        )
 
     has_next = samples.next_item != -2
     counts = np.asarray(baselines["item_counts"], dtype=np.int64)
@@ -107,11 +136,13 @@ def evaluate_samples(
         ranks["transitions"] = transition_ranks(
             table, samples.features.take(np.flatnonzero(has_next)), targets, counts
         )
-    next_item = {name: _ranking(r) for name, r in ranks.items()}
-    metrics = {
+    for name, external_ranks in external.ranks.items():
+        ranks[name] = external_ranks[has_next]
+    next_item = {name: {**_ranking(r), **external.info.get(name, {})} for name, r in ranks.items()}
+    metrics: dict[str, Any] = {
         "n_members": len(samples),
         "churn_rate": float(y.mean()) if len(y) else None,
-        "churn": {"model": churn_model, "baselines": {"rfm": churn_rfm}},
+        "churn": {"model": churn_model, "baselines": churn_baselines},
         "next_item": {
             "model": next_item["model"],
             "baselines": {k: v for k, v in next_item.items() if k != "model"},
@@ -123,9 +154,14 @@ def evaluate_samples(
                 "mae": m.mae(samples.spend, pred.spend),
                 "rmse": m.rmse(samples.spend, pred.spend),
             },
+            "baselines": {
+                name: {"mae": m.mae(samples.spend, value), "rmse": m.rmse(samples.spend, value)}
+                for name, value in external.spend.items()
+            },
             "mean_actual": float(samples.spend.mean()),
         },
     }
+    metrics["verdicts"] = verdicts(metrics)
     curves = Curves(
         roc={"model": m.roc_curve(y, pred.churn), "rfm": m.roc_curve(y, rfm_prob)} if both else {},
         aucs={
@@ -136,6 +172,44 @@ def evaluate_samples(
         recall={name: m.recall_curve(r, RECALL_KS) for name, r in ranks.items()},
     )
     return metrics, curves
+
+
+BASELINE_NAMES: Final = {
+    "rfm": "RFM logistic regression",
+    "bgnbd": "BG/NBD",
+    "bgnbd_gg": "BG/NBD × Gamma-Gamma",
+    "sasrec": "SASRec",
+    "markov": "the first-order Markov chain",
+    "popularity": "popularity",
+    "recent": "recent items",
+    "transitions": "the transition table alone",
+}
+# Per task: the figure compared and whether higher is better.
+VERDICT_FIGURES: Final = {
+    "churn": ("roc_auc", True),
+    "next_item": (f"ndcg@{TOP_K}", True),
+    "spend": ("mae", False),
+}
+
+
+def verdicts(metrics: dict[str, Any]) -> list[str]:
+    """One sentence per (task, baseline): whether the model beats it, in words."""
+    out = []
+    for task, (figure, higher) in VERDICT_FIGURES.items():
+        model = metrics[task].get("model", {}).get(figure)
+        if model is None or not np.isfinite(model):
+            continue
+        for name, figures in metrics[task].get("baselines", {}).items():
+            value = figures.get(figure)
+            if value is None or not np.isfinite(value):
+                continue
+            wins = model > value if higher else model < value
+            verb = "beats" if wins else ("ties" if model == value else "loses to")
+            out.append(
+                f"{task.replace('_', ' ')}: the model {verb} {BASELINE_NAMES.get(name, name)} "
+                f"on {figure} ({model:.4f} against {value:.4f})"
+            )
+    return out
 
 
 def model_transitions(model: MemberTransformer) -> Transitions | None:

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 from torch.nn import functional as F
 
+from memberpulse.models import baseline_suite
 from memberpulse.models.baselines import LogisticRegression, rfm_features
 from memberpulse.models.bundle import METRICS_FILE, save_bundle, save_heldout, write_json
 from memberpulse.models.config import TrainConfig
@@ -136,7 +137,29 @@ def train(
     popularity = np.bincount(
         train_set.next_item[train_set.next_item >= 0], minlength=len(spec.items)
     )
-    baselines = {"rfm": rfm.to_dict(), "item_counts": item_counts.tolist()}
+    baselines: dict[str, Any] = {"rfm": rfm.to_dict(), "item_counts": item_counts.tolist()}
+    fitted_members = (
+        np.arange(len(seen.members))
+        if design.train_members is None
+        else np.array(sorted(design.train_members), dtype=np.int64)
+    )
+    base = baseline_suite.fit_customer_base(seen, until, train_set, fitted_members)
+    if base is not None:
+        baselines["bgnbd"] = base.to_dict()
+    with_sasrec = config.baselines or config.protocol == "leave-one-out"
+    report(
+        Progress(0, 0, 0, "next-item baselines: Markov chain" + (", SASRec" if with_sasrec else ""))
+    )
+    next_baselines = baseline_suite.fit_next_item(
+        log,
+        spec,
+        baseline_suite.visible_stops(log, until, config.protocol),
+        item_counts,
+        config.sasrec,
+        device,
+        with_sasrec,
+        lambda message: report(Progress(0, 0, 0, message)),
+    )
     metrics, curves = evaluate_samples(model, valid_set, spec, baselines, config, device)
     metrics["transitions"] = transitions
     if config.network.transitions:  # serve with the table of every member's events
@@ -151,6 +174,10 @@ def train(
         "device": str(device),
         "next_item_targets_in_train": int(popularity.sum()),
     }
+    if next_baselines.sasrec is not None:
+        metrics["training"]["sasrec"] = next_baselines.sasrec.summary()
+    seconds = time.perf_counter() - started
+    metrics["train_seconds"] = round(seconds, 1)
     run_config = {
         **asdict(config),
         "until": until,
@@ -163,6 +190,7 @@ def train(
         "schema": schema_hash(),
     }
     save_bundle(out, model.cpu(), spec, run_config, baselines)
+    next_baselines.save(out)
     save_heldout(out, valid_set.features, valid_set.churn, valid_set.next_item)
     write_json(out / METRICS_FILE, metrics)
     write_plots(out, history, curves)
@@ -171,7 +199,7 @@ def train(
         epochs_run,
         best_epoch,
         model.parameter_count(),
-        time.perf_counter() - started,
+        seconds,
         metrics,
         history,
     )

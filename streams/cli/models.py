@@ -41,13 +41,24 @@ def train(
     protocol: ProtocolOption = "time",
     epochs: Annotated[int | None, typer.Option(min=1, help="At most this many epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines",
+            help="Also train SASRec for the report (always on with --protocol leave-one-out).",
+        ),
+    ] = False,
 ) -> None:
     """Train the member transformer on an event log (point-in-time samples, time split)."""
     from memberpulse.models.eventlog import load_events
     from memberpulse.models.train import train as run
 
     settings = context.settings(ctx)
-    overrides: dict[str, Any] = {"seed": seed, "protocol": _protocol(protocol)}
+    overrides: dict[str, Any] = {
+        "seed": seed,
+        "protocol": _protocol(protocol),
+        "baselines": baselines,
+    }
     if horizon_days is not None:
         overrides["horizon_days"] = horizon_days
     if epochs is not None:
@@ -72,6 +83,7 @@ def train(
         f"trained {result.parameters:,} parameters in {result.seconds:.0f} s "
         f"({result.epochs_run} epochs, best {result.best_epoch}) → {out}"
     )
+    reporter.line(f"train wall time {result.seconds:.1f} s (metrics.json: train_seconds)")
     for line in summary_lines(metrics):
         reporter.line(f"validation {line}")
 
@@ -134,6 +146,8 @@ def evaluate(
     )
     for line in summary_lines(report):
         out.line(line)
+    for verdict in report.get("verdicts", []):
+        out.line(verdict)
     if "active" in report:
         out.line(f"active in the {active_days:g} days before T: {report['active']['n_members']:,}")
         for line in summary_lines(report["active"]):
@@ -145,21 +159,32 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     churn, items, spend = report["churn"], report["next_item"], report["spend"]
     lines = []
     if churn.get("model"):
-        model, rfm = churn["model"], churn["baselines"]["rfm"]
+        model = churn["model"]
+        against = ", ".join(
+            f"{name} {_f(figures.get('roc_auc', math.nan))}"
+            for name, figures in churn["baselines"].items()
+        )
         lines.append(
-            f"churn: ROC-AUC {model['roc_auc']:.4f} (RFM {rfm['roc_auc']:.4f}), "
+            f"churn: ROC-AUC {model['roc_auc']:.4f} ({against}), "
             f"PR-AUC {model['pr_auc']:.4f}, Brier {model['brier']:.4f}, ECE {model['ece']:.4f}"
         )
     if "model" in items:
-        baselines = ", ".join(
-            f"{name} {_f(figures['recall@10'])}" for name, figures in items["baselines"].items()
+        against = ", ".join(
+            f"{name} {_f(figures['ndcg@10'])}" for name, figures in items["baselines"].items()
         )
         lines.append(
-            f"next item: recall@10 {_f(items['model']['recall@10'])} ({baselines}), "
-            f"NDCG@10 {_f(items['model']['ndcg@10'])}"
+            f"next item: NDCG@10 {_f(items['model']['ndcg@10'])} ({against}), "
+            f"recall@10 {_f(items['model']['recall@10'])}"
         )
     if "model" in spend:
-        lines.append(f"spend: MAE {spend['model']['mae']:.2f}, RMSE {spend['model']['rmse']:.2f}")
+        against = ", ".join(
+            f"{name} {figures['mae']:.2f}" for name, figures in spend.get("baselines", {}).items()
+        )
+        lines.append(
+            f"spend: MAE {spend['model']['mae']:.2f}"
+            + (f" ({against})" if against else "")
+            + f", RMSE {spend['model']['rmse']:.2f}"
+        )
     return lines
 
 

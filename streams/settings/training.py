@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+from memberpulse.models.config import DatasetConfig, NetworkConfig, SASRecConfig, TrainConfig
 from memberpulse.streams.settings.base import Section, section_config
 
 
@@ -34,6 +34,15 @@ class TrainingSettings(Section):
     threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
     validation: Literal["time", "members"] = Field(
         "members", description="hold out 10% of members (members) or the last horizon (time)"
+    )
+    # --- SASRec, the next-item baseline (Kang & McAuley 2018's settings by default) -----
+    sasrec_hidden: int = Field(50, ge=8, description="SASRec embedding size d")
+    sasrec_blocks: int = Field(2, ge=1, description="SASRec self-attention blocks")
+    sasrec_dropout: float = Field(0.2, ge=0, lt=1, description="SASRec dropout")
+    sasrec_max_length: int = Field(50, ge=2, description="SASRec maximum sequence length")
+    sasrec_max_epochs: int = Field(200, ge=1, description="SASRec epochs at most")
+    sasrec_patience: int = Field(
+        10, ge=1, description="SASRec epochs without a better validation NDCG@10"
     )
 
     # --- The default model (`make run` trains it once when no model exists) ------------
@@ -63,9 +72,19 @@ class TrainingSettings(Section):
             price_buckets=self.price_buckets,
             validation=self.validation,
         )
+        sasrec = SASRecConfig(
+            hidden=self.sasrec_hidden,
+            blocks=self.sasrec_blocks,
+            dropout=self.sasrec_dropout,
+            max_length=self.sasrec_max_length,
+            max_epochs=self.sasrec_max_epochs,
+            patience=self.sasrec_patience,
+            seed=overrides.get("seed", 0),
+        )
         return TrainConfig(
             network=network,
             dataset=dataset,
+            sasrec=sasrec,
             epochs=overrides.pop("epochs", self.epochs),
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,

@@ -188,3 +188,33 @@ def test_next_item_baselines_reject_bad_input() -> None:
         popularity_ranks(np.array([1, 1]), np.array([2]))
     with pytest.raises(ValueError, match="popularity_ranks"):
         popularity_scores(np.array([1, 1]), 10, max_cells=19)
+
+
+def test_markov_chain_ranks_equal_brute_force_ranks_of_its_scores() -> None:
+    from memberpulse.models.baselines import MarkovChain
+    from memberpulse.models.metrics import ranks_of_targets
+
+    rng = np.random.default_rng(7)
+    n_items = 30
+    previous = rng.integers(-1, n_items, 2_000)
+    following = (previous * 3 + rng.integers(0, 4, 2_000)) % n_items
+    counts = rng.integers(0, 50, n_items)
+    chain = MarkovChain.fit(previous, following, n_items, top_m=5, train_item_counts=counts)
+    last = rng.integers(-1, n_items, 300)
+    targets = rng.integers(-1, n_items, 300)
+    # Brute force: follow-ups by count (popularity breaking ties) above everything else.
+    order = np.argsort(-counts, kind="stable")
+    pop_rank = np.empty(n_items)
+    pop_rank[order] = np.arange(n_items)
+    scores = np.tile(-pop_rank / n_items, (len(last), 1))
+    for row, item in enumerate(last):
+        if item < 0:
+            continue
+        for slot in range(5):
+            follow = chain.follow[item, slot]
+            if follow >= 0:
+                tie = 1 - pop_rank[follow] / n_items
+                scores[row, follow] = 10.0 * chain.counts[item, slot] + tie
+    expected = ranks_of_targets(scores, targets)
+    assert np.array_equal(chain.ranks(last, targets, counts), expected)
+    assert (chain.counts[:, :-1] >= chain.counts[:, 1:]).all()  # rows sorted by count

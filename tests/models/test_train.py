@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memberpulse.models.bundle import METRICS_FILE, load_bundle
-from memberpulse.models.config import DatasetConfig, NetworkConfig, TrainConfig
+from memberpulse.models.config import DatasetConfig, NetworkConfig, SASRecConfig, TrainConfig
 from memberpulse.models.evaluate import evaluate
 from memberpulse.models.eventlog import load_events
 from memberpulse.models.features import schema_hash
@@ -33,6 +33,7 @@ TINY_CONFIG = TrainConfig(
     network=NetworkConfig(hidden=16, heads=2, ffn=32, layers=1),
     dataset=DatasetConfig(horizon_days=20, sequence_length=16),
     epochs=1,
+    sasrec=SASRecConfig(hidden=16, max_length=16, max_epochs=12, patience=3),
 )
 
 
@@ -99,6 +100,14 @@ def test_train_and_evaluate_end_to_end(
     assert 0 <= report["next_item"]["model"]["ndcg@10"] <= report["next_item"]["model"]["recall@10"]
     assert report["spend"]["model"]["mae"] >= 0
     assert report["active"]["n_members"] <= report["n_members"]
+    # The strong baselines, on the same samples; SASRec only when asked (time protocol).
+    assert "markov" in baselines
+    assert "sasrec" not in baselines
+    assert 0 <= report["churn"]["baselines"]["bgnbd"]["roc_auc"] <= 1
+    assert report["spend"]["baselines"]["bgnbd_gg"]["mae"] >= 0
+    assert any("BG/NBD on roc_auc" in v for v in report["verdicts"])
+    assert json.loads((out / METRICS_FILE).read_text())["train_seconds"] > 0
+    assert "train wall time" in trained.output
     with capsys.disabled():
         print(f"\n[tiny model: train {train_s:.1f} s, evaluate {eval_s:.1f} s]")
 
@@ -160,3 +169,21 @@ def test_leave_one_out_protocol(log_path: Path, tmp_path: Path) -> None:
     assert report["next_item"]["n_targets"] == members_with_two
     assert report["protocol"] == "leave-one-out"
     assert "skipped" in report["churn"]  # T lies inside that model's training window
+    # Leave-one-out trains SASRec by default; the report names its epochs and figures.
+    sasrec = report["next_item"]["baselines"]["sasrec"]
+    assert 1 <= sasrec["epochs_run"] <= config.sasrec.max_epochs
+    assert 0 <= sasrec["ndcg@10"] <= sasrec["recall@10"] <= 1
+    assert {"recall@10", "ndcg@10"} <= set(report["next_item"]["baselines"]["markov"])
+    assert all(v.startswith("next item") for v in report["verdicts"])
+    assert result.metrics["training"]["sasrec"]["hyperparameters"]["hidden"] == 16
+
+
+def test_time_protocol_trains_sasrec_only_when_asked(log_path: Path, tmp_path: Path) -> None:
+    log = load_events(log_path)
+    until = log.end - 20 * MS_PER_DAY
+    plain = train(log, tmp_path / "plain", TINY_CONFIG, StateSpec(), until)
+    asked = train(log, tmp_path / "asked", replace(TINY_CONFIG, baselines=True), StateSpec(), until)
+    assert "sasrec" not in plain.metrics["training"]
+    assert asked.metrics["training"]["sasrec"]["epochs_run"] >= 1
+    report = evaluate(load_bundle(tmp_path / "asked"), log)
+    assert report["next_item"]["baselines"]["sasrec"]["epochs_run"] >= 1
