@@ -10,6 +10,7 @@ by time: validation labels start where training labels end (see `time_split`).
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
@@ -17,6 +18,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from memberpulse.models.batch_fold import LogIndex, snapshots_at
 from memberpulse.models.config import DatasetConfig
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE
 from memberpulse.models.eventlog import EventLog
@@ -31,7 +33,6 @@ from memberpulse.models.features import (
     raw_aggregates,
     schema_hash,
 )
-from memberpulse.models.fold import fold
 from memberpulse.models.snapshot import MemberSnapshot, StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY
 
@@ -169,16 +170,23 @@ def with_normalisation(spec: FeatureSpec, raw: NDArray[np.float64]) -> FeatureSp
     )
 
 
+_INDEXES: weakref.WeakKeyDictionary[EventLog, LogIndex] = weakref.WeakKeyDictionary()
+
+
+def log_index(log: EventLog) -> LogIndex:
+    """The log's `LogIndex`, built once per log object."""
+    index = _INDEXES.get(log)
+    if index is None:
+        index = _INDEXES[log] = LogIndex.of(log)
+    return index
+
+
 def _snapshots(
     log: EventLog, cutoff: int, state: StateSpec, members: Collection[int] | None = None
 ) -> list[tuple[int, MemberSnapshot]]:
-    out = []
-    for member in log.iter_members() if members is None else sorted(members):
-        rows = log.rows(member)
-        k = int(np.searchsorted(log.ts[rows], cutoff, side="left"))
-        if k:
-            out.append((member, fold(log.events(member, rows.start + k), cutoff, state)))
-    return out
+    """`fold` of every member's events before `cutoff`, computed for all of them at once
+    (`batch_fold`; a test holds it equal to `fold`)."""
+    return snapshots_at(log_index(log), cutoff, state, members)
 
 
 def build_samples(
