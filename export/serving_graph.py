@@ -8,11 +8,11 @@ top-K catalogue items after exclusions. It is the truth the parity gate compares
 (exact rewrites, no approximation; the parity gate proves the exported file agrees with
 `ReferenceGraph` on held-out members before anything is written):
 
-- Embedding tables are folded: the age and gap tables become one (age, gap) table and
-  the event-type, price-bucket and category tables one table over their combinations
+- Embedding tables are folded: the gap and event-type tables become one (gap, type)
+  table and the price-bucket and category tables one table over their combinations
   (while a combined table stays under `MAX_FOLDED_ROWS` rows), so each event costs three
-  lookups instead of six. BERT's position and token-type embeddings are constants folded
-  into the event rows and into the aggregate token's bias.
+  lookups instead of five. BERT's position and token-type embeddings are constants folded
+  into the event rows and into the member token's bias.
 - The 1/√d attention scale is folded into the query weights and the attention mask is
   built once, not per layer. (Q, K and V stay three products: one fused product plus a
   Split measured slower, since each part is copied out again before its transpose.)
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.bert.modeling_bert import BertLayer
 
-from memberpulse.models.network import MemberTransformer
+from memberpulse.models.network import MemberTransformer, latest_output
 
 MAX_FOLDED_ROWS: Final = 65_536  # a folded embedding table larger than this stays split
 
@@ -173,14 +173,14 @@ class ServingGraph(nn.Module):
         _check_top_k(model, top_k)
         self.model, self.top_k = model, top_k
         self.causal = model.config.causal
-        self.age_gap = _fold([model.age, model.gap])
-        self.type_price_category = _fold([model.event_type, model.price, model.category])
+        self.gap_type = _fold([model.gap, model.event_type])
+        self.price_category = _fold([model.price, model.category])
         embeddings = model.encoder.embeddings
         length = model.vocab.sequence_length
         position = embeddings.position_embeddings.weight.detach()[: length + 1]
         position = position + embeddings.token_type_embeddings.weight.detach()[0]
-        self.register_buffer("event_position", position[1:].clone())  # (L, H)
-        self.register_buffer("member_position", position[0].clone())  # (H,)
+        self.register_buffer("event_position", position[:length].clone())  # (L, H)
+        self.register_buffer("member_position", position[length].clone())  # (H,)
         self.embedding_norm = embeddings.LayerNorm
         heads = model.encoder.config.num_attention_heads
         layers = [_Layer(cast(BertLayer, layer), heads) for layer in model.encoder.encoder.layer]
@@ -205,13 +205,13 @@ class ServingGraph(nn.Module):
         m = self.model
         events = (
             m.item(items)
-            + self._lookup(self.age_gap, [ages, gaps])
-            + self._lookup(self.type_price_category, [types, prices, categories])
+            + self._lookup(self.gap_type, [gaps, types])
+            + self._lookup(self.price_category, [prices, categories])
             + self.event_position
         )  # (B, L, H)
-        member = m.aggregate(aggregates) + self.member_position  # (B, H)
-        x = self.embedding_norm(torch.cat([member.unsqueeze(1), events], dim=1))  # (B, T, H)
-        keys = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # (B, T)
+        member = m.aggregate(aggregates) + m.age(ages[:, -1]) + self.member_position  # (B, H)
+        x = self.embedding_norm(torch.cat([events, member.unsqueeze(1)], dim=1))  # (B, T, H)
+        keys = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # (B, T)
         allowed = keys.unsqueeze(1)  # (B, 1, T)
         if self.causal:
             t = x.shape[1]
@@ -219,13 +219,13 @@ class ServingGraph(nn.Module):
         bias = torch.where(allowed, 0.0, torch.finfo(x.dtype).min).unsqueeze(1)  # (B, 1, T, T)
         for layer in self.layers:
             x = layer(x, bias)
-        read = torch.stack([x[:, 0], x[:, -1]], dim=1)  # (B, 2, H): what the heads read
-        read_bias = torch.stack([bias[:, :, 0], bias[:, :, -1]], dim=2)  # (B, 1, 2, T)
-        read = self.last.at(x, read, read_bias)
-        z = m.trunk(torch.cat([read[:, 0], read[:, 1]], dim=-1))  # = MemberTransformer.member
+        # What the heads read: the latest event and the member token (the last two).
+        read = self.last.at(x, x[:, -2:], bias[:, :, -2:])  # (B, 2, H)
+        latest, member_out = latest_output(read, mask), read[:, 1]
+        z = m.trunk(torch.cat([member_out, latest], dim=-1))  # = MemberTransformer.member
         churn = torch.sigmoid(m.churn_head(z).squeeze(-1))
         spend = torch.exp(m.spend_head(z).squeeze(-1)) * m.config.spend_scale
-        scores = m.item_query(z) @ self.catalogue + m.item_bias  # (B, N)
+        scores = m.item_query(latest) @ self.catalogue + m.item_bias  # (B, N)
         scores = scores + m.transition_scores(items, types, mask)
         top_items, top_scores = _top_k(scores, exclude, self.top_k)
         return churn, spend, top_items, top_scores

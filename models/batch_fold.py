@@ -59,6 +59,7 @@ class LogIndex:
     spend: NDArray[np.int64]  # cents spent (purchases with a price), else 0
     price: NDArray[np.float64]  # the unit price as the state stores it (cents / 100), NaN none
     item_rank: NDArray[np.int64]  # rank of each item name in sorted order (the id tie-break)
+    rank: NDArray[np.int64]  # fold-order position of each log row
 
     @classmethod
     def of(cls, log: EventLog) -> LogIndex:
@@ -84,6 +85,8 @@ class LogIndex:
         names = np.array(log.item_names, dtype=object)
         item_rank = np.empty(len(names), dtype=np.int64)
         item_rank[np.argsort(names, kind="stable")] = np.arange(len(names))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n)
         return cls(
             log,
             order,
@@ -95,6 +98,7 @@ class LogIndex:
             spend,
             np.where(has_price, cents / 100, np.nan),
             item_rank,
+            rank,
         )
 
 
@@ -118,11 +122,53 @@ def snapshots_at(
         return []
     slot = np.full(n_members, -1, dtype=np.int64)
     slot[chosen] = np.arange(len(chosen))
-    k = len(chosen)
-    who = slot[owner]  # 0..k-1 per row, non-decreasing
+    nows = np.full(len(chosen), cutoff, dtype=np.int64)
+    snaps = _fold_rows(index, rows, slot[owner], chosen, nows, state)
+    return list(zip(chosen.tolist(), snaps, strict=True))
+
+
+def snapshots_of_prefixes(
+    index: LogIndex,
+    members: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    nows: NDArray[np.int64],
+    state: StateSpec,
+) -> list[MemberSnapshot]:
+    """Sample j: `fold` of member `members[j]`'s first `counts[j]` events in log order
+    (≥ 1), as of `nows[j]` — the leave-one-out samples, whose inputs end at an event,
+    not at a time (events tied with the target's ts stay in, as in the log's order)."""
+    log = index.log
+    members, counts = np.asarray(members, np.int64), np.asarray(counts, np.int64)
+    if (counts < 1).any() or (counts > np.diff(log.offsets)[members]).any():
+        raise ValueError("every prefix needs between 1 and all of its member's events")
+    k = len(members)
+    if not k:
+        return []
+    # Each sample's log rows, then the same rows in fold order (a subset of fold order
+    # is the fold order of the subset).
+    who = np.repeat(np.arange(k), counts)
+    first = np.cumsum(counts) - counts
+    log_rows = log.offsets[members][who] + (np.arange(len(who)) - first[who])
+    rank = index.rank[log_rows]
+    order = np.lexsort((rank, who))
+    return _fold_rows(index, rank[order], who[order], members, np.asarray(nows, np.int64), state)
+
+
+def _fold_rows(
+    index: LogIndex,
+    rows: NDArray[np.int64],
+    who: NDArray[np.int64],
+    sample_member: NDArray[np.int64],
+    nows: NDArray[np.int64],
+    state: StateSpec,
+) -> list[MemberSnapshot]:
+    """Snapshots of k samples from their fold-order `rows`, grouped by sample `who`
+    (non-decreasing, every sample non-empty), each as of `nows[who]`."""
+    log = index.log
+    k = len(sample_member)
     starts = np.searchsorted(who, np.arange(k), side="left")
     stops = np.searchsorted(who, np.arange(k), side="right")
-    today = cutoff // MS_PER_DAY
+    today = nows // MS_PER_DAY  # per sample
     ts, day, types = index.ts[rows], index.day[rows], index.types[rows]
 
     windows, weeks, week_days = _day_counts(who, day, types, today, k)
@@ -130,7 +176,7 @@ def snapshots_at(
     np.maximum.at(last_ts, (who, types), ts)
     bought = types == PURCHASE_INDEX
     month_purchases, month_spend = _months(who[bought], index.month[rows][bought],
-                                           index.spend[rows][bought], cutoff, k)  # fmt: skip
+                                           index.spend[rows][bought], nows, k)  # fmt: skip
     total_purchases = np.bincount(who[bought], minlength=k)
     total_spend_cents = np.zeros(k, dtype=np.int64)
     np.add.at(total_spend_cents, who[bought], index.spend[rows][bought])  # exact integers
@@ -138,7 +184,7 @@ def snapshots_at(
     orders = _gap_stats(who[bought], ts[bought], state.session_gap_ms, k)
     recent = _recent_purchases(index, rows[bought], who[bought], today, state, k)
 
-    out = []
+    out: list[MemberSnapshot] = []
     length = state.sequence_length
     names, categories = log.item_names, log.category_names
     source = index.order[rows]  # original log rows (ids, items, categories)
@@ -147,52 +193,51 @@ def snapshots_at(
     quantity = log.quantities[source]
     price = index.price[rows]
     window_names = list(WINDOWS)
-    for j, member in enumerate(chosen.tolist()):
+    for j, member in enumerate(sample_member.tolist()):
         lo, hi = int(starts[j]), int(stops[j])
         seq = slice(max(lo, hi - length), hi)
         seq_prices = price[seq].tolist()
         out.append(
-            (
-                member,
-                MemberSnapshot(
-                    member_id=log.members[member],
-                    now=cutoff,
-                    events=EventSequence(
-                        items=tuple(names[i] for i in item_codes[seq].tolist()),
-                        types=tuple(EVENT_TYPES[t] for t in types[seq].tolist()),
-                        ts=tuple(ts[seq].tolist()),
-                        prices=tuple(None if p != p else p for p in seq_prices),
-                        quantities=tuple(quantity[seq].tolist()),
-                        categories=tuple(
-                            None if c < 0 else categories[c] for c in category_codes[seq].tolist()
-                        ),
+            MemberSnapshot(
+                member_id=log.members[member],
+                now=int(nows[j]),
+                events=EventSequence(
+                    items=tuple(names[i] for i in item_codes[seq].tolist()),
+                    types=tuple(EVENT_TYPES[t] for t in types[seq].tolist()),
+                    ts=tuple(ts[seq].tolist()),
+                    prices=tuple(None if p != p else p for p in seq_prices),
+                    quantities=tuple(quantity[seq].tolist()),
+                    categories=tuple(
+                        None if c < 0 else categories[c] for c in category_codes[seq].tolist()
                     ),
-                    counts={
-                        name: tuple(windows[w, j].tolist()) for w, name in enumerate(window_names)
-                    },
-                    week_counts=tuple(tuple(week) for week in weeks[j].tolist()),
-                    week_active_days=tuple(week_days[j].tolist()),
-                    last_ts=tuple(None if t < 0 else t for t in last_ts[j].tolist()),
-                    month_purchases=tuple(month_purchases[j].tolist()),
-                    month_spend_cents=tuple(month_spend[j].tolist()),
-                    total_purchases=int(total_purchases[j]),
-                    total_spend_cents=int(total_spend_cents[j]),
-                    first_seen=int(ts[lo]),
-                    last_seen=int(ts[hi - 1]),
-                    sessions=sessions[j],
-                    orders=orders[j],
-                    recent_purchases=recent[j],
                 ),
+                counts={name: tuple(windows[w, j].tolist()) for w, name in enumerate(window_names)},
+                week_counts=tuple(tuple(week) for week in weeks[j].tolist()),
+                week_active_days=tuple(week_days[j].tolist()),
+                last_ts=tuple(None if t < 0 else t for t in last_ts[j].tolist()),
+                month_purchases=tuple(month_purchases[j].tolist()),
+                month_spend_cents=tuple(month_spend[j].tolist()),
+                total_purchases=int(total_purchases[j]),
+                total_spend_cents=int(total_spend_cents[j]),
+                first_seen=int(ts[lo]),
+                last_seen=int(ts[hi - 1]),
+                sessions=sessions[j],
+                orders=orders[j],
+                recent_purchases=recent[j],
             )
         )
     return out
 
 
 def _day_counts(
-    who: NDArray[np.int64], day: NDArray[np.int64], types: NDArray[np.int64], today: int, k: int
+    who: NDArray[np.int64],
+    day: NDArray[np.int64],
+    types: NDArray[np.int64],
+    today: NDArray[np.int64],
+    k: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """Window counts (W, k, T), week counts (k, WEEKS, T) oldest first, active days per week."""
-    back = today - day
+    back = today[who] - day
     near = back < DAYS_KEPT
     key = (who[near] * DAYS_KEPT + back[near]) * N_TYPES + types[near]
     unique, count = np.unique(key, return_counts=True)
@@ -221,14 +266,11 @@ def _months(
     who: NDArray[np.int64],
     month: NDArray[np.int64],
     spend: NDArray[np.int64],
-    cutoff: int,
+    nows: NDArray[np.int64],
     k: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    this_month = int(
-        np.array([cutoff // MS_PER_DAY]).astype("datetime64[D]").astype("datetime64[M]")
-        .astype(np.int64)[0]
-    ) + EPOCH_MONTH  # fmt: skip
-    back = this_month - month
+    this_month = (nows // MS_PER_DAY).astype("datetime64[D]").astype("datetime64[M]")
+    back = this_month.astype(np.int64)[who] + EPOCH_MONTH - month
     inside = (back >= 0) & (back < MONTHS_KEPT)
     purchases = np.zeros((k, MONTHS_KEPT), dtype=np.int64)
     cents = np.zeros((k, MONTHS_KEPT), dtype=np.int64)
@@ -271,13 +313,13 @@ def _recent_purchases(
     index: LogIndex,
     rows: NDArray[np.int64],
     who: NDArray[np.int64],
-    today: int,
+    today: NDArray[np.int64],
     state: StateSpec,
     k: int,
 ) -> list[tuple[str, ...]]:
     """Items bought since `exclusion_days` ago, newest first (ties by item id), capped."""
     log = index.log
-    recent = index.day[rows] >= today - state.exclusion_days + 1
+    recent = index.day[rows] >= today[who] - state.exclusion_days + 1
     rows, who = rows[recent], who[recent]
     items = log.items[index.order[rows]].astype(np.int64)
     key = who * len(log.item_names) + items

@@ -40,7 +40,7 @@ class DatasetConfig:
 
     horizon_days: int = 30  # churn = no purchase within this many days after the cutoff
     sequence_length: int = 32  # latest events the model reads (≤ the state's L)
-    stride_days: int = 7  # one cutoff every this many days, aligned back from the last
+    stride_days: int = 14  # one cutoff every this many days, aligned back from the last
     min_history_days: int = 7  # the first cutoff comes this long after the log starts
     min_item_count: int = 2  # items seen fewer times in training become hash buckets
     hash_buckets: int = 256
@@ -77,7 +77,7 @@ class TrainConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     protocol: Protocol = "time"
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 256
     learning_rate: float = 2e-3
     weight_decay: float = 1e-2
@@ -85,8 +85,10 @@ class TrainConfig:
     seed: int = 0
     next_item_weight: float = 0.5  # loss = churn + weight × next item + spend weight × spend
     spend_weight: float = 0.5
-    dense_positions: int = 8  # also predict each of the last P events from the ones before
-    dense_weight: float = 0.5
+    # The next item at every position: sampled softmax over this many items drawn from
+    # the training frequencies (log-Q corrected); 0 or a smaller catalogue: full softmax.
+    sampled_negatives: int = 512
+    loo_windows: int = 8  # leave-one-out: sequence windows per member (see sequence_windows)
     eval_batch_size: int = 1024
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
     # Next-item baselines: the Markov chain always; SASRec with the leave-one-out protocol,

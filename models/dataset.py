@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from memberpulse.models.batch_fold import LogIndex, snapshots_at
+from memberpulse.models.batch_fold import LogIndex, snapshots_at, snapshots_of_prefixes
 from memberpulse.models.config import DatasetConfig
 from memberpulse.models.contract import EVENT_TYPES, PURCHASE
 from memberpulse.models.eventlog import EventLog
@@ -237,6 +237,85 @@ def _samples_at(
     )
 
 
+def sequence_windows(
+    log: EventLog, held_out: int, windows: int, stride: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Leave-one-out training samples: (member, prefix length) pairs.
+
+    Each member's last `held_out` events are never a target; the latest trainable
+    target is the event just before them, and the member's earlier events are covered by
+    up to `windows` prefixes `stride` events apart (stride = the sequence length: every
+    event is then a target at exactly one sample's positions, as SASRec's windows)."""
+    lengths = np.diff(log.offsets)
+    last = lengths - held_out - 1  # prefix length whose label is the latest trainable event
+    members, counts = [], []
+    for k in range(windows):
+        count = last - k * stride
+        ok = count >= 1
+        members.append(np.flatnonzero(ok))
+        counts.append(count[ok])
+    member = np.concatenate(members)
+    order = np.lexsort((np.concatenate(counts), member))
+    return member[order], np.concatenate(counts)[order]
+
+
+def build_prefix_samples(
+    log: EventLog,
+    members: NDArray[np.int64],
+    counts: NDArray[np.int64],
+    horizon_days: int,
+    spec: FeatureSpec,
+    state: StateSpec,
+) -> Samples:
+    """Sample j: member `members[j]`'s first `counts[j]` events (log order) as of the time
+    of the event after them, which is the next-item label; churn and spend labels from
+    that event's time on, over the horizon."""
+    members, counts = np.asarray(members, np.int64), np.asarray(counts, np.int64)
+    if not len(members):
+        raise ValueError("no member has enough events for a leave-one-out sample")
+    target_rows = log.offsets[members] + counts
+    nows = log.ts[target_rows]
+    snaps = snapshots_of_prefixes(log_index(log), members, counts, nows, state)
+    catalogue = {item: i for i, item in enumerate(spec.items)}
+    position = np.array([catalogue.get(n, OUTSIDE) for n in log.item_names], dtype=np.int64)
+    next_item = position[log.items[target_rows]]
+    churn, spend = _purchases_from(log, members, target_rows, nows + horizon_days * MS_PER_DAY)
+    raw = raw_aggregates(snaps, nows.tolist())
+    features = FeatureBatch._make(
+        (*encode_sequences(snaps, nows.tolist(), spec), normalise(raw, spec))
+    )
+    return Samples(
+        features,
+        churn,
+        spend,
+        next_item,
+        members,
+        nows,
+        rfm_inputs(snaps, nows.tolist()),
+        np.array([(s.now - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
+        raw,
+    )
+
+
+def _purchases_from(
+    log: EventLog, members: NDArray[np.int64], rows: NDArray[np.int64], stops: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Churn (no purchase) and spend over each member's rows from `rows` to ts < `stops`."""
+    churn = np.ones(len(members), dtype=np.float32)
+    spend = np.zeros(len(members), dtype=np.float32)
+    ends = log.offsets[members + 1]
+    for j, (lo, end, stop) in enumerate(
+        zip(rows.tolist(), ends.tolist(), stops.tolist(), strict=True)
+    ):
+        hi = lo + int(np.searchsorted(log.ts[lo:end], stop, side="left"))
+        bought = log.types[lo:hi] == PURCHASE_CODE
+        if bought.any():
+            churn[j] = 0.0
+            price = np.nan_to_num(log.prices[lo:hi][bought])
+            spend[j] = float((price * log.quantities[lo:hi][bought]).sum())
+    return churn, spend
+
+
 def _labels(
     log: EventLog, members: NDArray[np.int64], start: int, stop: int, catalogue: dict[str, int]
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
@@ -260,12 +339,13 @@ def _labels(
     return churn, spend, next_item
 
 
-def rfm_inputs(snapshots: Sequence[MemberSnapshot], now: int) -> NDArray[np.float64]:
+def rfm_inputs(snapshots: Sequence[MemberSnapshot], now: int | list[int]) -> NDArray[np.float64]:
     """Recency (days since the last purchase, else since first seen), frequency, monetary."""
     out = np.empty((len(snapshots), len(RFM_COLUMNS)), dtype=np.float64)
-    for row, snap in enumerate(snapshots):
+    nows = now if isinstance(now, list) else [now] * len(snapshots)
+    for row, (snap, at) in enumerate(zip(snapshots, nows, strict=True)):
         last = snap.last_ts[PURCHASE_CODE]
-        since = now - (snap.first_seen if last is None else last)
+        since = at - (snap.first_seen if last is None else last)
         out[row] = (
             since / MS_PER_DAY,
             snap.total_purchases,

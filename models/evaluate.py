@@ -15,10 +15,8 @@ import numpy as np
 from memberpulse.models import baseline_suite
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.config import Protocol, TrainConfig
-from memberpulse.models.dataset import OUTSIDE, Samples, build_samples
+from memberpulse.models.dataset import Samples, build_prefix_samples, build_samples
 from memberpulse.models.eventlog import EventLog
-from memberpulse.models.features import concat, encode
-from memberpulse.models.fold import fold
 from memberpulse.models.report import External, evaluate_samples
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
@@ -130,32 +128,13 @@ def _external(bundle: Bundle, log: EventLog, samples: Samples, at: int, horizon:
 
 
 def leave_one_out_samples(log: EventLog, bundle: Bundle, state: StateSpec) -> Samples:
-    """One sample per member with ≥ 2 events: features before its last event, target it."""
-    spec = bundle.spec
-    catalogue = {item: i for i, item in enumerate(spec.items)}
-    members, snaps, targets, nows = [], [], [], []
-    for member in log.iter_members():
-        rows = log.rows(member)
-        if rows.stop - rows.start <= LOO_TARGET:
-            continue
-        events = log.events(member)
-        target = events[-LOO_TARGET]
-        members.append(member)
-        snaps.append(fold(events[:-LOO_TARGET], target.ts, state))
-        targets.append(catalogue.get(target.item_id, OUTSIDE))
-        nows.append(target.ts)
-    if not snaps:
+    """One sample per member with ≥ 2 events: its events before the last (log order), as
+    of the last one's time; the last one is the target. (Training's windows are built the
+    same way, `dataset.build_prefix_samples`.)"""
+    lengths = np.diff(log.offsets)
+    members = np.flatnonzero(lengths > LOO_TARGET)
+    if not len(members):
         raise ValueError("leave-one-out needs members with at least two events")
-    features = concat([encode([snap], now, spec) for snap, now in zip(snaps, nows, strict=True)])
-    n = len(snaps)
-    return Samples(
-        features,
-        churn=np.zeros(n, dtype=np.float32),
-        spend=np.zeros(n, dtype=np.float32),
-        next_item=np.array(targets, dtype=np.int64),
-        member=np.array(members, dtype=np.int64),
-        cutoff=np.array(nows, dtype=np.int64),
-        rfm=np.zeros((n, 4), dtype=np.float64),
-        idle_days=np.zeros(n, dtype=np.float64),
-        raw=np.zeros((n, len(spec.agg_mean)), dtype=np.float64),
+    return build_prefix_samples(
+        log, members, lengths[members] - LOO_TARGET, bundle.horizon_days, bundle.spec, state
     )

@@ -1,16 +1,28 @@
 """The member-sequence transformer: recent events + member aggregates → churn, next item, spend.
 
-Per event, the embedding is item + type + age bucket + gap bucket + price bucket +
-category; the aggregate vector becomes one extra leading token. A `transformers` BERT
-encoder (built from a config, never downloaded) reads the L + 1 tokens; the member is
-the aggregate token's output joined with the latest event's output. Heads:
+Per event, the embedding is item + type + gap bucket + price bucket + category; the
+aggregate vector, plus the age of the latest event (time since the member was last
+seen), becomes one extra token *after* the events. A `transformers` BERT encoder (built
+from a config, never downloaded, causal attention) reads the L + 1 tokens, so:
 
+- the output at event j has seen events 0..j only — nothing of the cutoff, of the
+  aggregates or of later events — and predicts event j + 1's item: the next-item
+  objective runs at every position of the sequence, as SASRec's does, with no leak
+  from what the aggregates know about the events after j;
+- the member token, last, has seen every event and the aggregates: churn and spend
+  read it joined with the latest event's output.
+
+Heads:
 - churn: a logit (probability of no purchase within the horizon);
-- next item: scores over the real catalogue only, the query dotted with the item
-  embedding table's catalogue rows (tied weights; PAD, UNK and hash buckets are never
-  ranked);
+- next item: scores over the real catalogue only, a query from the latest event's
+  output dotted with the item embedding table's catalogue rows (tied weights; PAD, UNK
+  and hash buckets are never ranked), plus a bias and, optionally, the transition table;
 - spend: the log of the expected spend over the horizon, in units of `spend_scale`
   (trained with a Poisson loss, whose minimiser is the mean).
+
+(Layout 3. Layout 2 put the aggregate token first and added the event ages, both as of
+the cutoff, to every event: positions before the last then saw what happened after
+them, so only the last positions could be trained on next items.)
 
 `forward` has no Python branching on tensor values, so it exports to ONNX as is.
 """
@@ -19,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import torch
@@ -67,6 +79,16 @@ class Outputs(NamedTuple):
     churn_logit: Tensor
     spend_log: Tensor
     item_scores: Tensor
+
+
+LAYOUT: Final = 3  # the token layout above; checkpoints of another layout are refused
+
+
+def latest_output(hidden: Tensor, mask: Tensor) -> Tensor:
+    """The latest event's output, (B, L + 1, H) → (B, H); zeros for a member without
+    events, whose last position is padding that attended to nothing (implementations
+    disagree on what a fully masked row computes)."""
+    return torch.where(mask[:, -1:], hidden[:, -2], torch.zeros_like(hidden[:, -2]))
 
 
 class MemberTransformer(nn.Module):
@@ -132,12 +154,13 @@ class MemberTransformer(nn.Module):
     ) -> Outputs:
         """(B, L) ids and mask, (B, A) aggregates → `Outputs`."""
         hidden = self.hidden((items, types, ages, gaps, prices, categories, mask, aggregates))
-        z = self.member(hidden, hidden[:, -1])  # (B, H): everything up to the latest event
-        scores = self.item_scores(z) + self.transition_scores(items, types, mask)
+        latest = latest_output(hidden, mask)
+        z = self.member(hidden[:, -1], latest)
+        scores = self.item_scores(latest) + self.transition_scores(items, types, mask)
         return Outputs(self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), scores)
 
     def hidden(self, features: Sequence[Tensor]) -> Tensor:
-        """The encoder's output for the aggregate token and each event: (B, L + 1, H).
+        """The encoder's output for each event and then the member token: (B, L + 1, H).
 
         `features`: the eight `FeatureBatch` columns as tensors, in their order.
         """
@@ -149,30 +172,31 @@ class MemberTransformer(nn.Module):
         events = (
             self.item(items)
             + self.event_type(types)
-            + self.age(ages)
             + self.gap(gaps)
             + self.price(prices)
             + self.category(categories)
         )  # (B, L, H)
-        member = self.aggregate(aggregates).unsqueeze(1)  # (B, 1, H)
-        tokens = torch.cat([member, events], dim=1)  # (B, L + 1, H)
-        attend = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1).to(torch.long)
+        member = self.aggregate(aggregates) + self.age(ages[:, -1])  # (B, H)
+        tokens = torch.cat([events, member.unsqueeze(1)], dim=1)  # (B, L + 1, H)
+        attend = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1).to(torch.long)
         output: Tensor = self.encoder(inputs_embeds=tokens, attention_mask=attend).last_hidden_state
         return output
 
-    def member(self, hidden: Tensor, at: Tensor) -> Tensor:
-        """The member representation from the aggregate token and position(s) `at`."""
-        first = hidden[:, 0]  # (B, H)
-        if at.dim() == 3:  # (B, P, H): one representation per position
-            first = first.unsqueeze(1).expand_as(at)
-        joined: Tensor = self.trunk(torch.cat([first, at], dim=-1))
+    def member(self, member_token: Tensor, latest: Tensor) -> Tensor:
+        """The member representation: the member token's output joined with the latest
+        event's, (B, H) each → (B, H)."""
+        joined: Tensor = self.trunk(torch.cat([member_token, latest], dim=-1))
         return joined
 
-    def item_scores(self, z: Tensor) -> Tensor:
-        """Scores over the real catalogue, (…, H) → (…, N), tied to the item embeddings."""
-        catalogue = self.item.weight[self.vocab.first_item :]  # (N, H)
-        scores: Tensor = self.item_query(z) @ catalogue.T + self.item_bias
+    def item_scores(self, events: Tensor) -> Tensor:
+        """Scores over the real catalogue from event outputs, (…, H) → (…, N), tied to the
+        item embeddings."""
+        scores: Tensor = self.item_query(events) @ self.catalogue().T + self.item_bias
         return scores
+
+    def catalogue(self) -> Tensor:
+        """The catalogue rows of the item embedding table: (N, H)."""
+        return self.item.weight[self.vocab.first_item :]
 
     def transition_scores(self, items: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(B, N): the transition table's row of each member's latest purchase in the
@@ -216,9 +240,20 @@ class MemberTransformer(nn.Module):
 
     def bundle_args(self) -> dict[str, object]:
         """What a checkpoint stores to rebuild this network."""
-        return {"network": asdict(self.config), "vocabulary": asdict(self.vocab)}
+        return {
+            "network": asdict(self.config),
+            "vocabulary": asdict(self.vocab),
+            "layout": LAYOUT,
+        }
 
     @classmethod
     def from_bundle_args(cls, args: dict[str, Any]) -> MemberTransformer:
-        """Rebuild from `bundle_args()`."""
+        """Rebuild from `bundle_args()`; refuses a checkpoint of another token layout,
+        whose weights would load but mean something else."""
+        layout = args.get("layout", 2)
+        if layout != LAYOUT:
+            raise ValueError(
+                f"the checkpoint has network layout {layout}, this version reads layout "
+                f"{LAYOUT}: retrain the model with this version"
+            )
         return cls(NetworkConfig(**args["network"]), Vocabulary(**args["vocabulary"]))

@@ -265,7 +265,8 @@ def write_plots(out: Path, history: dict[str, list[float]], curves: Curves) -> l
     """Loss, ROC, calibration and recall@K plots as PNG files in `out`."""
     from memberpulse.models import plots  # matplotlib only when plotting
 
-    written = [plots.plot_loss_curves(history, out / "loss.png")] if history else []
+    losses = {name: values for name, values in history.items() if name.endswith("loss")}
+    written = [plots.plot_loss_curves(losses, out / "loss.png")] if losses else []
     if curves.roc:
         written.append(plots.plot_roc(curves.roc, curves.aucs, out / "roc.png"))
     written.append(plots.plot_calibration(*curves.calibration, out / "calibration.png"))

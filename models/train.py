@@ -30,15 +30,17 @@ from memberpulse.models.dataset import (
     NO_NEXT,
     Samples,
     Split,
+    build_prefix_samples,
     build_samples,
     build_vocabulary,
+    sequence_windows,
     split,
     with_normalisation,
 )
 from memberpulse.models.eventlog import EventLog
 from memberpulse.models.features import FeatureBatch, FeatureSpec, schema_hash
-from memberpulse.models.metrics import ranks_of_targets, recall_at_k, roc_auc
-from memberpulse.models.network import MemberTransformer, Outputs, Vocabulary
+from memberpulse.models.metrics import ndcg_at_k, ranks_of_targets, recall_at_k, roc_auc
+from memberpulse.models.network import MemberTransformer, Vocabulary, latest_output
 from memberpulse.models.report import evaluate_samples, write_plots
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import to_iso
@@ -84,6 +86,19 @@ class TrainResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
+class _Stages:
+    """Wall time per training stage (metrics.json: training.stage_seconds)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._last, 1)
+        self._last = now
+
+
 def pick_device() -> torch.device:
     """CUDA when torch can use it, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,33 +120,62 @@ def train(
 ) -> TrainResult:
     """Train on events before `until` (default: the whole log) and write a model to `out`."""
     started = time.perf_counter()
+    clock = _Stages()
     report = on_progress or (lambda _: None)
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    seen = log.without_last(LOO_HELD_OUT) if config.protocol == "leave-one-out" else log
+    loo = config.protocol == "leave-one-out"
+    seen = log.without_last(LOO_HELD_OUT) if loo else log
     until = seen.end + 1 if until is None else until
     horizon = config.dataset.horizon_days
-    design = split(seen, until, config.dataset)
-    train_cuts, valid_cut = design.train_cutoffs, design.valid_cutoff
-    report(Progress(0, 0, 0, f"building samples at {len(train_cuts)} training cutoffs"))
     spec = build_vocabulary(seen, until, config.dataset, state)
-    train_set = build_samples(seen, train_cuts, horizon, spec, state, design.train_members)
-    spec = with_normalisation(spec, train_set.raw)
-    train_set = train_set.normalised(spec)
-    valid_set = build_samples(seen, [valid_cut], horizon, spec, state, design.valid_members)
+    if loo:  # per-member sequence windows, as SASRec trains (see `sequence_windows`)
+        design = Split([], until)
+        members, counts = sequence_windows(
+            log, LOO_HELD_OUT, config.loo_windows, spec.sequence_length
+        )
+        report(Progress(0, 0, 0, f"building {len(members):,} leave-one-out sequence windows"))
+        train_set = build_prefix_samples(log, members, counts, horizon, spec, state)
+        spec = with_normalisation(spec, train_set.raw)
+        train_set = train_set.normalised(spec)
+        lengths = np.diff(log.offsets)
+        valid = np.flatnonzero(lengths > LOO_HELD_OUT)  # target: each one's second-to-last
+        valid_set = build_prefix_samples(
+            log, valid, lengths[valid] - LOO_HELD_OUT, horizon, spec, state
+        )
+    else:
+        design = split(seen, until, config.dataset)
+        report(
+            Progress(0, 0, 0, f"building samples at {len(design.train_cutoffs)} training cutoffs")
+        )
+        train_set = build_samples(
+            seen, design.train_cutoffs, horizon, spec, state, design.train_members
+        )
+        spec = with_normalisation(spec, train_set.raw)
+        train_set = train_set.normalised(spec)
+        valid_set = build_samples(
+            seen, [design.valid_cutoff], horizon, spec, state, design.valid_members
+        )
+    train_cuts, valid_cut = design.train_cutoffs, design.valid_cutoff
     report(
         Progress(0, 0, 0, f"{len(train_set):,} training and {len(valid_set):,} validation samples")
     )
+    clock.lap("samples")
 
     device = pick_device()
     item_counts = _catalogue_counts(seen, until, spec.items)
     model = MemberTransformer(config.network, Vocabulary.of(spec))
     model.init_item_prior(torch.as_tensor(item_counts))
     model.to(device)
-    history, best_epoch, epochs_run = _fit(model, train_set, valid_set, config, device, report)
+    log_q = sampling_log_q(item_counts, config.sampled_negatives).to(device)
+    history, best_epoch, epochs_run = _fit(
+        model, train_set, valid_set, config, device, report, log_q
+    )
+    clock.lap("network")
     transitions = _fit_transitions(model, seen, until, spec, design, valid_set, config, device)
     report(Progress(0, 0, 0, _describe_transitions(transitions)))
+    clock.lap("transitions")
 
     rfm = LogisticRegression().fit(rfm_features(*train_set.rfm.T), train_set.churn)
     popularity = np.bincount(
@@ -146,6 +190,7 @@ def train(
     base = baseline_suite.fit_customer_base(seen, until, train_set, fitted_members)
     if base is not None:
         baselines["bgnbd"] = base.to_dict()
+    clock.lap("churn_baselines")
     with_sasrec = config.baselines or config.protocol == "leave-one-out"
     report(
         Progress(0, 0, 0, "next-item baselines: Markov chain" + (", SASRec" if with_sasrec else ""))
@@ -160,6 +205,7 @@ def train(
         with_sasrec,
         lambda message: report(Progress(0, 0, 0, message)),
     )
+    clock.lap("next_item_baselines")
     metrics, curves = evaluate_samples(model, valid_set, spec, baselines, config, device)
     metrics["transitions"] = transitions
     if config.network.transitions:  # serve with the table of every member's events
@@ -176,8 +222,10 @@ def train(
     }
     if next_baselines.sasrec is not None:
         metrics["training"]["sasrec"] = next_baselines.sasrec.summary()
+    clock.lap("validation_report")
     seconds = time.perf_counter() - started
     metrics["train_seconds"] = round(seconds, 1)
+    metrics["training"]["stage_seconds"] = clock.seconds
     run_config = {
         **asdict(config),
         "until": until,
@@ -278,6 +326,7 @@ def _fit(
     config: TrainConfig,
     device: torch.device,
     report: Callable[[Progress], None],
+    log_q: Tensor,
 ) -> tuple[dict[str, list[float]], int, int]:
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -294,7 +343,10 @@ def _fit(
         ),
     )
     generator = torch.Generator().manual_seed(config.seed)
-    history: dict[str, list[float]] = {"train_loss": [], "valid_loss": []}
+    history: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "valid_ndcg@10": []}
+    # Early stopping: on the validation loss (churn, next item and spend), or on the
+    # next-item NDCG@10 under leave-one-out, where the next item is what is judged.
+    by_ndcg = config.protocol == "leave-one-out"
     best, best_epoch, best_state, stale = math.inf, 0, None, 0
     epoch = 0
     for epoch in range(1, config.epochs + 1):
@@ -302,7 +354,7 @@ def _fit(
         order = torch.randperm(len(train_set), generator=generator).numpy()
         running = 0.0
         for step, rows in enumerate(_chunks(order, config.batch_size), start=1):
-            batch = _batch(train_set, rows, device)
+            batch = _batch(train_set, rows, device, log_q)
             with _autocast(device):
                 loss = _loss(model, batch, config, dense=True)
             optimiser.zero_grad(set_to_none=True)
@@ -312,12 +364,14 @@ def _fit(
             schedule.step()
             running += float(loss.detach())
             report(Progress(epoch, step, steps_per_epoch, f"loss {running / step:.4f}"))
-        valid_loss, valid_auc = _validate(model, valid_set, config, device)
+        valid_loss, valid_auc, valid_ndcg = _validate(model, valid_set, config, device)
         history["train_loss"].append(running / max(steps_per_epoch, 1))
         history["valid_loss"].append(valid_loss)
-        improved = valid_loss < best
+        history["valid_ndcg@10"].append(valid_ndcg)
+        criterion = -valid_ndcg if by_ndcg else valid_loss
+        improved = criterion < best
         if improved:
-            best, best_epoch, stale = valid_loss, epoch, 0
+            best, best_epoch, stale = criterion, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
@@ -328,7 +382,7 @@ def _fit(
                 steps_per_epoch,
                 f"epoch {epoch}: train {history['train_loss'][-1]:.4f} "
                 f"valid {valid_loss:.4f}{' (best)' if improved else ''}, "
-                f"valid churn ROC-AUC {valid_auc:.4f}",
+                f"valid churn ROC-AUC {valid_auc:.4f}, next-item NDCG@10 {valid_ndcg:.4f}",
             )
         )
         if stale >= config.patience:
@@ -344,16 +398,29 @@ class _Batch(NamedTuple):
     churn: Tensor
     spend: Tensor
     next_item: Tensor
+    log_q: Tensor | None = None  # log(sampled_negatives × sampling probability) per item
 
 
-def _batch(samples: Samples, rows: NDArray[np.int64], device: torch.device) -> _Batch:
+def _batch(
+    samples: Samples,
+    rows: NDArray[np.int64],
+    device: torch.device,
+    log_q: Tensor | None = None,
+) -> _Batch:
     features: FeatureBatch = samples.features.take(rows)
     return _Batch(
         [torch.as_tensor(column, device=device) for column in features],
         torch.as_tensor(samples.churn[rows], device=device),
         torch.as_tensor(samples.spend[rows], device=device),
         torch.as_tensor(samples.next_item[rows], device=device),
+        log_q,
     )
+
+
+def sampling_log_q(item_counts: NDArray[np.int64], draws: int) -> Tensor:
+    """log(draws × q_i) for the sampling distribution q ∝ count + 1 (every item drawable)."""
+    counts = torch.as_tensor(item_counts, dtype=torch.float64) + 1.0
+    return torch.log(draws * counts / counts.sum()).float()
 
 
 def _chunks(order: NDArray[np.int64], size: int) -> Iterator[NDArray[np.int64]]:
@@ -382,62 +449,114 @@ def _loss(
     dense: bool,
     with_logits: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
+    """churn + w_item × next item + w_spend × spend.
+
+    `dense` (training): the next item at every position whose target is a catalogue item
+    (event j's output predicts event j + 1; the latest event's predicts the first event
+    after the cutoff), by sampled softmax. Otherwise (validation): the latest position's
+    target only, by the full softmax, so that the early-stopping criterion is exact.
+    """
     hidden = model.hidden(batch.inputs)
-    z = model.member(hidden, hidden[:, -1])
-    outputs = Outputs(
-        model.churn_head(z).squeeze(-1), model.spend_head(z).squeeze(-1), model.item_scores(z)
-    )
-    loss = _head_loss(outputs, batch, config)
-    positions = min(config.dense_positions, model.vocab.sequence_length - 1)
-    if dense and positions > 0:
-        loss = loss + config.dense_weight * _dense_loss(model, hidden, batch, positions)
-    return (loss, outputs.churn_logit.detach()) if with_logits else loss
+    latest = latest_output(hidden, batch.inputs[_MASK])
+    z = model.member(hidden[:, -1], latest)
+    churn_logit = model.churn_head(z).squeeze(-1)
+    loss = _churn_spend_loss(churn_logit, model.spend_head(z).squeeze(-1), batch, config)
+    if dense and model.config.causal and batch.log_q is not None:
+        items = _every_position_loss(model, hidden[:, :-1], batch, batch.log_q, config)
+    else:
+        items = _latest_position_loss(model.item_scores(latest), batch)
+    loss = loss + config.next_item_weight * items
+    return (loss, churn_logit.detach()) if with_logits else loss
 
 
-def _dense_loss(model: MemberTransformer, hidden: Tensor, batch: _Batch, positions: int) -> Tensor:
-    """Each of the last `positions` events predicted from the events before it."""
-    # Token j + 1 is event j; event j's output predicts event j + 1.
-    context = hidden[:, -positions - 1 : -1]  # (B, P, H)
-    items = batch.inputs[_ITEMS][:, -positions:].to(torch.long)  # (B, P) embedding ids
+def _targets(model: MemberTransformer, batch: _Batch) -> Tensor:
+    """(B, L): the catalogue position each event output predicts (_IGNORE: none)."""
     first = model.vocab.first_item
-    previous_real = batch.inputs[_MASK][:, -positions - 1 : -1]  # the context is an event
-    known = (items >= first) & previous_real
-    targets = torch.where(known, items - first, _IGNORE)
-    scores = model.item_scores(model.member(hidden, context)).float()  # (B, P, N)
-    total = F.cross_entropy(
-        scores.flatten(0, 1), targets.flatten(), ignore_index=_IGNORE, reduction="sum"
-    )
+    items = batch.inputs[_ITEMS].to(torch.long)
+    mask = batch.inputs[_MASK]
+    following = torch.where(mask[:, 1:] & (items[:, 1:] >= first), items[:, 1:] - first, _IGNORE)
+    after = torch.where(batch.next_item >= 0, batch.next_item, _IGNORE).unsqueeze(1)
+    targets = torch.cat([following, after], dim=1)
+    return torch.where(mask, targets, _IGNORE)  # a padding position predicts nothing
+
+
+def _every_position_loss(
+    model: MemberTransformer, events: Tensor, batch: _Batch, log_q: Tensor, config: TrainConfig
+) -> Tensor:
+    """Sampled softmax over the catalogue with the log-Q correction (Bengio & Senécal
+    2008; Jean et al. 2015): `sampled_negatives` items drawn with replacement from the
+    training item frequencies, shared by the batch; each logit is lowered by
+    log(expected draws of its item) so that the loss is consistent for the full softmax;
+    a draw equal to the row's target is masked. With a catalogue no larger than the
+    sample, the full softmax is used instead (exact)."""
+    targets = _targets(model, batch)
+    known = targets != _IGNORE
+    if not known.any():
+        return events.sum() * 0.0
+    queries = model.item_query(events[known]).float()  # (P, H)
+    wanted = targets[known]
+    catalogue = model.catalogue().float()
+    n_items = catalogue.shape[0]
+    draws = config.sampled_negatives
+    if draws <= 0 or n_items <= draws:
+        scores = queries @ catalogue.T + model.item_bias
+        return F.cross_entropy(scores, wanted)
+    probabilities = torch.exp(log_q - math.log(draws))
+    negatives = torch.multinomial(probabilities, draws, replacement=True)  # (S,)
+    # Gathers as embedding lookups: their backward is deterministic on CPU (indexing's
+    # accumulating scatter is not, and seeded runs must repeat exactly).
+    bias = model.item_bias.unsqueeze(1)
+    positive = (queries * F.embedding(wanted, catalogue)).sum(-1)
+    positive = positive + F.embedding(wanted, bias).squeeze(1) - log_q[wanted]
+    sampled = queries @ F.embedding(negatives, catalogue).T
+    sampled = sampled + (F.embedding(negatives, bias).squeeze(1) - log_q[negatives]).unsqueeze(0)
+    sampled = sampled.masked_fill(negatives.unsqueeze(0) == wanted.unsqueeze(1), -math.inf)
+    logits = torch.cat([positive.unsqueeze(1), sampled], dim=1)
+    return F.cross_entropy(logits, torch.zeros_like(wanted))
+
+
+def _latest_position_loss(scores: Tensor, batch: _Batch) -> Tensor:
+    """Full-softmax cross-entropy of the first event after the cutoff."""
+    known = batch.next_item >= 0
+    # Rows without a catalogue target contribute nothing (ignore_index), never NaN.
+    targets = torch.where(known, batch.next_item, _IGNORE)
+    total = F.cross_entropy(scores.float(), targets, ignore_index=_IGNORE, reduction="sum")
     return total / known.sum().clamp(min=1)
 
 
-def _head_loss(outputs: Outputs, batch: _Batch, config: TrainConfig) -> Tensor:
-    churn = F.binary_cross_entropy_with_logits(outputs.churn_logit.float(), batch.churn)
+def _churn_spend_loss(
+    churn_logit: Tensor, spend_log: Tensor, batch: _Batch, config: TrainConfig
+) -> Tensor:
+    churn = F.binary_cross_entropy_with_logits(churn_logit.float(), batch.churn)
     rate = batch.spend / config.network.spend_scale
-    spend = F.poisson_nll_loss(outputs.spend_log.float(), rate, log_input=True, full=False)
-    known = batch.next_item >= 0
-    scores = outputs.item_scores.float()
-    # Rows without a catalogue target contribute nothing (ignore_index), never NaN.
-    targets = torch.where(known, batch.next_item, _IGNORE)
-    items = F.cross_entropy(scores, targets, ignore_index=_IGNORE, reduction="sum")
-    items = items / known.sum().clamp(min=1)
-    return churn + config.next_item_weight * items + config.spend_weight * spend
+    spend = F.poisson_nll_loss(spend_log.float(), rate, log_input=True, full=False)
+    return churn + config.spend_weight * spend
 
 
 @torch.no_grad()
 def _validate(
     model: MemberTransformer, samples: Samples, config: TrainConfig, device: torch.device
-) -> tuple[float, float]:
-    """Validation loss (the early-stopping criterion) and churn ROC-AUC."""
+) -> tuple[float, float, float]:
+    """Validation loss, churn ROC-AUC and next-item NDCG@10 (full ranking, latest position)."""
     model.eval()
     total, n = 0.0, 0
-    logits = []
+    logits, ranks = [], []
+    targets = np.where(samples.next_item >= 0, samples.next_item, -1)
     for rows in _chunks(np.arange(len(samples)), config.eval_batch_size):
         batch = _batch(samples, rows, device)
         with _autocast(device):
             loss, churn_logit = _loss(model, batch, config, dense=False, with_logits=True)
+            hidden = model.hidden(batch.inputs)
+            scores = model.item_scores(latest_output(hidden, batch.inputs[_MASK]))
         total += float(loss) * len(rows)
         n += len(rows)
         logits.append(churn_logit.float().cpu().numpy())
+        has_next = samples.next_item[rows] != NO_NEXT
+        ranks.append(
+            ranks_of_targets(scores.float().cpu().numpy()[has_next], targets[rows][has_next])
+        )
     labels = samples.churn
     auc = roc_auc(labels, np.concatenate(logits)) if len(np.unique(labels)) == 2 else float("nan")
-    return total / max(n, 1), auc
+    every = np.concatenate(ranks)
+    ndcg = ndcg_at_k(every, RECALL_K) if len(every) else float("nan")
+    return total / max(n, 1), auc, ndcg

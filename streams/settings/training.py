@@ -21,17 +21,25 @@ class TrainingSettings(Section):
     heads: int = Field(4, ge=1)
     ffn: int = Field(128, ge=8, description="feed-forward width")
     dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(4, ge=1, description="epochs at most (time protocol)")
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
     horizon_days: int = Field(30, ge=1, description="churn / spend horizon H")
     sequence_length: int = Field(32, ge=1, description="latest events the model reads")
-    stride_days: int = Field(7, ge=1, description="days between training cutoffs")
+    stride_days: int = Field(14, ge=1, description="days between training cutoffs")
     min_item_count: int = Field(2, ge=1, description="rarer items share hash buckets")
     hash_buckets: int = Field(256, ge=0)
     price_buckets: int = Field(16, ge=2)
     threads: int = Field(0, ge=0, description="torch threads (0: torch's default)")
+    sampled_negatives: int = Field(
+        512, ge=0, description="next-item sampled softmax size (0: full softmax)"
+    )
+    loo_epochs: int = Field(30, ge=1, description="epochs at most with --protocol leave-one-out")
+    loo_patience: int = Field(
+        5, ge=1, description="leave-one-out: epochs without a better validation NDCG@10"
+    )
+    loo_windows: int = Field(8, ge=1, description="leave-one-out: sequence windows per member")
     validation: Literal["time", "members"] = Field(
         "members", description="hold out 10% of members (members) or the last horizon (time)"
     )
@@ -81,14 +89,17 @@ class TrainingSettings(Section):
             patience=self.sasrec_patience,
             seed=overrides.get("seed", 0),
         )
+        loo = overrides.get("protocol") == "leave-one-out"
         return TrainConfig(
             network=network,
             dataset=dataset,
             sasrec=sasrec,
-            epochs=overrides.pop("epochs", self.epochs),
+            epochs=overrides.pop("epochs", self.loo_epochs if loo else self.epochs),
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
-            patience=self.patience,
+            patience=self.loo_patience if loo else self.patience,
             threads=self.threads,
+            sampled_negatives=self.sampled_negatives,
+            loo_windows=self.loo_windows,
             **overrides,
         )

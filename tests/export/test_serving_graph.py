@@ -104,5 +104,5 @@ def test_every_tensor_of_the_serving_graph_is_registered() -> None:
     model = _model(2, True, seed=1)
     graph = ServingGraph(model, TOP_K)
     names = {name for name, _ in graph.named_buffers()}
-    assert {"age_gap.0.table", "type_price_category.0.table", "catalogue"} <= names
+    assert {"gap_type.0.table", "price_category.0.table", "catalogue"} <= names
     assert "last.q_weight" in names

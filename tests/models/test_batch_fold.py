@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from memberpulse.models.batch_fold import LogIndex, snapshots_at
+from memberpulse.models.batch_fold import LogIndex, snapshots_at, snapshots_of_prefixes
 from memberpulse.models.contract import EVENT_TYPES
 from memberpulse.models.eventlog import EventLog, from_table, load_events
 from memberpulse.models.fold import fold
@@ -82,3 +82,26 @@ def test_batch_fold_equals_fold_for_a_subset_of_members(tmp_path: Path) -> None:
 def test_batch_fold_of_a_cutoff_before_every_event_is_empty() -> None:
     log = _adversarial(3)
     assert snapshots_at(LogIndex.of(log), log.start, STATE) == []
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_batch_fold_of_log_prefixes_equals_fold_of_the_same_events(seed: int) -> None:
+    """Leave-one-out samples: a member's first c events in log order (ties at the last
+    one included), as of the next event's time; one member may appear several times."""
+    log = _adversarial(seed)
+    rng = np.random.default_rng(seed)
+    lengths = np.diff(log.offsets)
+    members = np.repeat(np.arange(len(log.members)), 3)
+    counts = np.array([int(rng.integers(1, n + 1)) for n in lengths[members].tolist()])
+    nows = log.ts[log.offsets[members] + counts - 1] + rng.integers(0, 3 * MS_PER_DAY, len(counts))
+    fast = snapshots_of_prefixes(LogIndex.of(log), members, counts, nows, STATE)
+    assert len(fast) == len(members) > 100
+    for member, count, now, snap in zip(members, counts, nows, fast, strict=True):
+        events = log.events(int(member), int(log.offsets[member] + count))
+        assert snap == fold(events, int(now), STATE)
+
+
+def test_batch_fold_refuses_an_empty_prefix() -> None:
+    log = _adversarial(5)
+    with pytest.raises(ValueError, match="between 1 and all"):
+        snapshots_of_prefixes(LogIndex.of(log), np.array([0]), np.array([0]), np.array([0]), STATE)

@@ -17,8 +17,10 @@ from memberpulse.models.dataset import (
     NO_NEXT,
     OUTSIDE,
     Samples,
+    build_prefix_samples,
     build_samples,
     build_vocabulary,
+    sequence_windows,
     split,
     time_split,
     with_normalisation,
@@ -200,3 +202,33 @@ def test_member_split_holds_out_whole_members_at_the_last_cutoff() -> None:
     assert 0 < len(design.valid_members) < len(log.members) / 2
     time_design = split(log, until, replace(CONFIG, validation="time"))
     assert time_design.train_members is None  # the time split keeps everyone
+
+
+def test_sequence_windows_never_target_the_held_out_events_and_tile_the_rest() -> None:
+    log = from_table(history())
+    lengths = np.diff(log.offsets)
+    members, counts = sequence_windows(log, held_out=2, windows=3, stride=4)
+    for member in range(len(log.members)):
+        mine = counts[members == member]
+        latest = lengths[member] - 2 - 1  # the label of the latest window: the event before
+        assert mine.max() == latest  # the two held-out ones
+        assert np.array_equal(np.sort(mine)[::-1], latest - 4 * np.arange(len(mine)))
+        assert len(mine) == min(3, (latest - 1) // 4 + 1)
+
+
+def test_prefix_samples_label_the_event_after_the_prefix_as_of_its_time() -> None:
+    log = from_table(history())
+    spec = build_vocabulary(log, log.end + 1, CONFIG, STATE)
+    a = log.members.index("A")
+    samples = build_prefix_samples(
+        log, np.array([a, a]), np.array([1, 10]), CONFIG.horizon_days, spec, STATE
+    )
+    for row, count in enumerate((1, 10)):
+        target = log.offsets[a] + count
+        assert samples.cutoff[row] == log.ts[target]
+        item = log.item_names[log.items[target]]
+        assert samples.next_item[row] == spec.items.index(item)
+        events = log.events(a, int(target))
+        expected = encode([fold(events, int(log.ts[target]), STATE)], int(log.ts[target]), spec)
+        assert np.array_equal(samples.features.items[row], expected.items[0])
+    assert samples.churn.tolist() == [0.0, 0.0]  # A buys every 4 days
