@@ -185,7 +185,7 @@ def served_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     simulate_to_file(SimConfig(members=1_500, days=90, seed=5), root / "events.parquet")
     config = TrainConfig(
         network=NetworkConfig(hidden=32, heads=2, ffn=64, layers=1),
-        dataset=DatasetConfig(horizon_days=21, sequence_length=16),
+        dataset=DatasetConfig(horizon_days=21, sequence_length=16, stride_days=7),
         epochs=4,
     )
     train(

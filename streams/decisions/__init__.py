@@ -4,14 +4,7 @@ output JSON Schemas (`schemas/`). `decide` (decide.py) is the entry point; each 
 its own module.
 """
 
-from memberpulse.streams.decisions.churn import (
-    ACTIVITY_DOWN,
-    NEVER_PURCHASED,
-    NO_ACTIVITY_7D,
-    PURCHASE_GAP,
-    REASON_CODES,
-    reason_codes,
-)
+from memberpulse.streams.decisions.churn import REASON_CODES, will_alert
 from memberpulse.streams.decisions.decide import decide, decide_all, next_idle_check
 from memberpulse.streams.decisions.policy import (
     CENTS,
@@ -31,15 +24,11 @@ from memberpulse.streams.decisions.policy import (
 from memberpulse.streams.decisions.tiers import tier_of
 
 __all__ = [
-    "ACTIVITY_DOWN",
     "CENTS",
     "CHURN",
     "COUPON",
     "IDLE_CHECK",
     "KINDS",
-    "NEVER_PURCHASED",
-    "NO_ACTIVITY_7D",
-    "PURCHASE_GAP",
     "REASON_CODES",
     "RECOMMENDATION",
     "TIER",
@@ -52,6 +41,6 @@ __all__ = [
     "decide_all",
     "next_idle_check",
     "output_id",
-    "reason_codes",
     "tier_of",
+    "will_alert",
 ]

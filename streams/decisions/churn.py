@@ -1,20 +1,25 @@
 """The churn alert: hysteresis on the model's risk (fire on reaching the alert threshold
 while armed, re-arm only below the re-arm threshold), at most one alert per cooldown, with
-reason codes from the member's own history.
+the model's own reasons (occlusion over its inputs, models/explain.py), strongest first.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from memberpulse.models.explain import CODES
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot
 from memberpulse.streams.decisions.policy import CHURN, Emit, MemberScores, Policy
 
-NEVER_PURCHASED: Final = "never_purchased"
-PURCHASE_GAP: Final = "purchase_gap_above_usual"
-ACTIVITY_DOWN: Final = "activity_down_vs_previous_30d"
-NO_ACTIVITY_7D: Final = "no_activity_7d"
-REASON_CODES: Final = (NEVER_PURCHASED, PURCHASE_GAP, ACTIVITY_DOWN, NO_ACTIVITY_7D)
+REASON_CODES: Final = CODES
+
+
+def will_alert(state: DecisionState, risk: float, now: int, policy: Policy) -> bool:
+    """Whether `churn` fires for this risk: armed (or re-armed by it), cooled, at threshold.
+    The worker asks first, to explain only the members about to be alerted."""
+    armed = state.armed or risk < policy.rearm_threshold
+    cooled = now >= state.cooldown_until.get(CHURN, 0)
+    return armed and cooled and risk >= policy.alert_threshold
 
 
 def churn(
@@ -30,32 +35,22 @@ def churn(
     armed = state.armed or scores.risk < policy.rearm_threshold
     cooled = now >= cooldowns.get(CHURN, 0)
     if armed and cooled and scores.risk >= policy.alert_threshold:
+        if not scores.reasons:
+            raise ValueError(
+                f"a churn alert needs the model's reasons (models/explain.py); "
+                f"none were computed for risk {scores.risk:.4f}"
+            )
+        reasons = scores.reasons[: policy.churn_reasons]
         emit(
             CHURN,
             {
                 "risk": round(scores.risk, 4),
                 "previous_risk": None if state.last_risk is None else round(state.last_risk, 4),
                 "threshold": policy.alert_threshold,
-                "reasons": reason_codes(snapshot, policy),
+                "reasons": [code for code, _ in reasons],
+                "reason_effects": dict(reasons),
             },
         )
         cooldowns[CHURN] = now + policy.churn_cooldown_ms
         return False
     return armed
-
-
-def reason_codes(snapshot: MemberSnapshot, policy: Policy) -> list[str]:
-    """Why the member looks at risk, from their own history (never from the model)."""
-    reasons = []
-    since_purchase = snapshot.recency_ms("purchase")
-    mean_gap = snapshot.orders.mean_gap_ms
-    if since_purchase is None:
-        reasons.append(NEVER_PURCHASED)
-    elif mean_gap and since_purchase > policy.reason_gap_ratio * mean_gap:
-        reasons.append(PURCHASE_GAP)
-    last_30, previous_30 = sum(snapshot.counts["30d"]), sum(snapshot.counts["prev30d"])
-    if previous_30 and last_30 < policy.reason_activity_drop * previous_30:
-        reasons.append(ACTIVITY_DOWN)
-    if not sum(snapshot.counts["7d"]):
-        reasons.append(NO_ACTIVITY_7D)
-    return reasons

@@ -35,8 +35,7 @@ class Policy:
     alert_threshold: float
     rearm_threshold: float
     churn_cooldown_ms: int
-    reason_gap_ratio: float
-    reason_activity_drop: float
+    churn_reasons: int
     rec_material_top: int
     rec_min_interval_ms: int
     tier_names: tuple[str, ...]
@@ -60,8 +59,7 @@ class Policy:
             alert_threshold=alert,
             rearm_threshold=rearm,
             churn_cooldown_ms=round(decisions.churn_cooldown_days * MS_PER_DAY),
-            reason_gap_ratio=decisions.reason_purchase_gap_ratio,
-            reason_activity_drop=decisions.reason_activity_drop,
+            churn_reasons=decisions.churn_reasons,
             rec_material_top=decisions.rec_material_top,
             rec_min_interval_ms=round(decisions.rec_min_interval_minutes * MS_PER_MINUTE),
             tier_names=decisions.tier_names,
@@ -81,6 +79,9 @@ class MemberScores:
     risk: float
     expected_spend: float
     items: tuple[tuple[str, float], ...]  # top-K (item id, score), best first
+    # Why the risk is what it is (models/explain.py): (reason code, effect on the risk),
+    # strongest first; filled for members about to be alerted.
+    reasons: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

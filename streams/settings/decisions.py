@@ -32,11 +32,8 @@ class DecisionSettings(Section):
         0.75, gt=0, lt=1, description="re-arm below this quantile of held-out risks"
     )
     churn_cooldown_days: float = Field(7.0, ge=0, description="at most one alert per span")
-    reason_purchase_gap_ratio: float = Field(
-        2.0, gt=0, description="reason code when the purchase gap exceeds this × usual"
-    )
-    reason_activity_drop: float = Field(
-        0.5, gt=0, le=1, description="reason code when 30-day activity < this × previous 30"
+    churn_reasons: int = Field(
+        3, ge=1, le=7, description="reason codes per churn alert (the model's strongest)"
     )
     rec_material_top: int = Field(3, ge=1, description="a change in the first N items is material")
     rec_min_interval_minutes: float = Field(

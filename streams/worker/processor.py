@@ -32,9 +32,11 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from memberpulse.models.contract import Event, Reason
-from memberpulse.models.features import FeatureSpec, encode
+from memberpulse.models.explain import explain
+from memberpulse.models.features import FeatureBatch, FeatureSpec, encode
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot, Reservation, day_of
 from memberpulse.models.timeutil import MS_PER_SECOND
 from memberpulse.streams.decisions import (
@@ -45,6 +47,7 @@ from memberpulse.streams.decisions import (
     Output,
     Policy,
     decide_all,
+    will_alert,
 )
 from memberpulse.streams.serving.registry import ModelHolder
 from memberpulse.streams.settings import Settings
@@ -226,7 +229,7 @@ class BatchProcessor:
             if m in result.changed or (result.decision_states[m].decided_at or -1) < result.now[m]
         ]
         report.replayed = len(snapshots) - len(members)
-        scores = self._score(members, snapshots, loaded.scorer, stages)
+        scores = self._score(members, snapshots, loaded.scorer, stages, result)
         triggers = _latest_event_ids(events)
         decisions = decide_all(
             {
@@ -319,6 +322,7 @@ class BatchProcessor:
         snapshots: dict[str, MemberSnapshot],
         scorer: Any,
         stages: _Stages,
+        result: ApplyResult,
     ) -> dict[str, MemberScores]:
         if not members:
             stages.done("encode")
@@ -337,14 +341,50 @@ class BatchProcessor:
         stages.done("encode")
         out = scorer.score(batch, exclude)
         items = scorer.item_ids(out.top_items)
+        churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
+        reasons = self._explain(members, batch, out.churn, scorer, result)
         stages.done("score")
         scored: dict[str, MemberScores] = {}
-        churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
         for row, member in enumerate(members):
             scored[member] = MemberScores(
-                float(churn[row]), float(spend[row]), tuple(zip(items[row], top[row], strict=False))
+                float(churn[row]),
+                float(spend[row]),
+                tuple(zip(items[row], top[row], strict=False)),
+                reasons.get(row, ()),
             )
         return scored
+
+    def _explain(
+        self,
+        members: list[str],
+        batch: FeatureBatch,
+        risk: NDArray[np.float64],
+        scorer: Any,
+        result: ApplyResult,
+    ) -> dict[int, tuple[tuple[str, float], ...]]:
+        """The model's reasons for the rows about to be alerted (one more scoring call of
+        len(GROUPS) rows per such member; models/explain.py)."""
+        rows = [
+            row
+            for row, member in enumerate(members)
+            if will_alert(
+                result.decision_states.get(member, DecisionState()),
+                float(risk[row]),
+                result.now[member],
+                self._policy,
+            )
+        ]
+        if not rows:
+            return {}
+        chosen = np.array(rows, dtype=np.int64)
+        none = np.full((1, scorer.excluded), -1, dtype=np.int64)
+
+        def churn_of(variants: FeatureBatch) -> NDArray[np.float64]:
+            scored = scorer.score(variants, np.repeat(none, variants.rows, axis=0))
+            return np.asarray(scored.churn, dtype=np.float64)
+
+        found = explain(churn_of, batch.take(chosen), risk=np.asarray(risk)[chosen])
+        return {row: e.reasons for row, e in zip(rows, found, strict=True)}
 
     def _positions(self, spec: FeatureSpec) -> dict[str, int]:
         if self._catalogue is None or self._catalogue[0] is not spec:

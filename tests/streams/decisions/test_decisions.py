@@ -24,7 +24,6 @@ from memberpulse.streams.decisions import (
     decide_all,
     next_idle_check,
     output_id,
-    reason_codes,
     tier_of,
 )
 from memberpulse.streams.decisions.coupons import CouponRules, load_rules, signals
@@ -52,10 +51,17 @@ def _snapshot(
     return fold(events, now, StateSpec())
 
 
+REASONS = (("purchase_overdue", 0.21), ("not_seen_recently", 0.08), ("low_spend", 0.01))
+
+
 def _scores(
-    risk: float, spend: float = 50.0, items: tuple[str, ...] = ("A", "B", "C", "D")
+    risk: float,
+    spend: float = 50.0,
+    items: tuple[str, ...] = ("A", "B", "C", "D"),
+    reasons: tuple[tuple[str, float], ...] = REASONS,
 ) -> MemberScores:
-    return MemberScores(risk, spend, tuple((item, 1.0 - i / 10) for i, item in enumerate(items)))
+    ranked = tuple((item, 1.0 - i / 10) for i, item in enumerate(items))
+    return MemberScores(risk, spend, ranked, reasons)
 
 
 def _kinds(decision: object) -> list[str]:
@@ -109,10 +115,9 @@ def test_cooldown_holds_a_rearmed_alert_back() -> None:
     assert CHURN in _kinds(after)
 
 
-def test_idle_check_alert_says_so_and_gives_reason_codes() -> None:
-    policy = _policy()
+def test_idle_check_alert_says_so_and_carries_the_models_reasons() -> None:
+    policy = replace(_policy(), churn_reasons=2)
     silent_now = NOW_MS + 90 * MS_PER_DAY
-    snap = _snapshot(now=NOW_MS)
     late = fold(
         [
             make_event(event_id=f"p{d}", ts=NOW_MS - d * MS_PER_DAY, price=30.0)
@@ -124,9 +129,15 @@ def test_idle_check_alert_says_so_and_gives_reason_codes() -> None:
     decision = decide(MEMBER, late, DecisionState(), _scores(0.9), None, silent_now, policy, "v1")
     alert = next(o for o in decision.outputs if o.kind == CHURN)
     assert alert.payload["trigger"] == IDLE_CHECK
-    assert "purchase_gap_above_usual" in alert.payload["reasons"]
-    assert "no_activity_7d" in alert.payload["reasons"]
-    assert reason_codes(snap, policy) == []  # an active, regular buyer: nothing to say
+    assert alert.payload["reasons"] == ["purchase_overdue", "not_seen_recently"]  # strongest 2
+    assert alert.payload["reason_effects"] == {"purchase_overdue": 0.21, "not_seen_recently": 0.08}
+
+
+def test_an_alert_without_the_models_reasons_is_refused() -> None:
+    policy = _policy()
+    with pytest.raises(ValueError, match="needs the model's reasons"):
+        decide(MEMBER, _snapshot(), DecisionState(), _scores(0.99, reasons=()), None, NOW_MS,
+               policy, "v1")  # fmt: skip
 
 
 def test_recommendations_only_on_material_change_and_never_recent_purchases() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from memberpulse.models import explain
 from memberpulse.models.contract import Event, encode_event
 from memberpulse.models.errors import OutputsNotConfirmed
 from memberpulse.models.snapshot import day_of
@@ -268,7 +269,11 @@ def test_a_member_who_goes_silent_gets_one_churn_alert_from_the_idle_check(
     assert len(alerts) == 1, alerts
     assert alerts[0]["trigger"] == IDLE_CHECK
     assert alerts[0]["event_time"] > quiet_from
-    assert "no_activity_7d" in alerts[0]["reasons"]
+    every_alert = [o for o in outputs if o["kind"] == CHURN]
+    for alert in every_alert:  # each carries the model's own reasons, never none
+        assert alert["reasons"]
+        assert set(alert["reasons"]) <= set(explain.CODES)
+        assert list(alert["reason_effects"]) == alert["reasons"]
     loyal_alerts = [o for o in outputs if o["kind"] == CHURN and o["member_id"] == loyal]
     assert not loyal_alerts, loyal_alerts
 
