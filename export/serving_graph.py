@@ -227,6 +227,7 @@ class ServingGraph(nn.Module):
         spend = torch.exp(m.spend_head(z).squeeze(-1)) * m.config.spend_scale
         scores = m.item_query(latest) @ self.catalogue + m.item_bias  # (B, N)
         scores = scores + m.transition_scores(items, types, mask)
+        scores = m.add_history(scores, items, types, mask)
         top_items, top_scores = _top_k(scores, exclude, self.top_k)
         return churn, spend, top_items, top_scores
 

@@ -88,6 +88,9 @@ class TrainConfig:
     # The next item at every position: sampled softmax over this many items drawn from
     # the training frequencies (log-Q corrected); 0 or a smaller catalogue: full softmax.
     sampled_negatives: int = 512
+    # Extra weight of the latest position's target (the first event after the cutoff, what
+    # serving ranks for) by the full softmax, on top of the every-position loss.
+    latest_weight: float = 0.0
     loo_windows: int = 8  # leave-one-out: sequence windows per member (see sequence_windows)
     eval_batch_size: int = 1024
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)

@@ -39,6 +39,7 @@ from memberpulse.models.timeutil import MS_PER_DAY
 NO_NEXT: Final = -2  # no event in the label window: not a next-item example
 OUTSIDE: Final = -1  # next item outside the vocabulary: counted as a miss
 PURCHASE_CODE: Final = EVENT_TYPES.index(PURCHASE)
+PREFIX_ROWS_PER_CHUNK: Final = 2_000_000  # leave-one-out prefixes folded per pass (memory)
 RFM_COLUMNS: Final = ("recency_days", "frequency", "monetary", "has_purchase")
 
 
@@ -275,7 +276,10 @@ def build_prefix_samples(
         raise ValueError("no member has enough events for a leave-one-out sample")
     target_rows = log.offsets[members] + counts
     nows = log.ts[target_rows]
-    snaps = snapshots_of_prefixes(log_index(log), members, counts, nows, state)
+    snaps = []
+    index = log_index(log)
+    for chunk in _chunks_of_rows(counts, PREFIX_ROWS_PER_CHUNK):  # bounded memory
+        snaps += snapshots_of_prefixes(index, members[chunk], counts[chunk], nows[chunk], state)
     catalogue = {item: i for i, item in enumerate(spec.items)}
     position = np.array([catalogue.get(n, OUTSIDE) for n in log.item_names], dtype=np.int64)
     next_item = position[log.items[target_rows]]
@@ -295,6 +299,18 @@ def build_prefix_samples(
         np.array([(s.now - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
         raw,
     )
+
+
+def _chunks_of_rows(counts: NDArray[np.int64], limit: int) -> list[slice]:
+    """Consecutive sample ranges whose prefixes hold about `limit` log rows together (a
+    single longer prefix is its own chunk)."""
+    ends = np.cumsum(counts)
+    out, start, base = [], 0, 0
+    while start < len(counts):
+        stop = max(int(np.searchsorted(ends, base + limit, side="right")), start + 1)
+        out.append(slice(start, stop))
+        base, start = int(ends[stop - 1]), stop
+    return out
 
 
 def _purchases_from(

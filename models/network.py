@@ -134,6 +134,9 @@ class MemberTransformer(nn.Module):
         self.spend_head = nn.Linear(hidden, 1)
         self.item_query = nn.Linear(hidden, hidden)
         self.item_bias = nn.Parameter(torch.zeros(vocab.n_catalogue))
+        # Repeat scores: a learned score for an item the member already touched, by that
+        # event's type and its distance from the predicting position (0 = itself).
+        self.repeat = nn.Parameter(torch.zeros(len(EVENT_TYPES) + 1, vocab.sequence_length))
         # The item-to-item transition table (models/transitions.py) and its weight; weight
         # 0 (as during training) leaves the network's own scores unchanged.
         shape = (vocab.n_item_ids, config.transitions)
@@ -157,6 +160,7 @@ class MemberTransformer(nn.Module):
         latest = latest_output(hidden, mask)
         z = self.member(hidden[:, -1], latest)
         scores = self.item_scores(latest) + self.transition_scores(items, types, mask)
+        scores = self.add_history(scores, items, types, mask)
         return Outputs(self.churn_head(z).squeeze(-1), self.spend_head(z).squeeze(-1), scores)
 
     def hidden(self, features: Sequence[Tensor]) -> Tensor:
@@ -197,6 +201,29 @@ class MemberTransformer(nn.Module):
     def catalogue(self) -> Tensor:
         """The catalogue rows of the item embedding table: (N, H)."""
         return self.item.weight[self.vocab.first_item :]
+
+    def add_history(self, scores: Tensor, items: Tensor, types: Tensor, mask: Tensor) -> Tensor:
+        """(B, N) `scores` plus, at the latest position, the repeat score of every
+        catalogue item the member's sequence holds (summed over its occurrences)."""
+        length = items.shape[1]
+        distance = torch.arange(length - 1, -1, -1, device=items.device)  # latest: 0
+        bonus = self.repeat[types.long(), distance.unsqueeze(0).expand_as(items)]  # (B, L)
+        first = self.vocab.first_item
+        known = mask & (items >= first)
+        index = torch.where(known, items.long() - first, 0)
+        weights = torch.where(known, bonus, torch.zeros_like(bonus))
+        return scores.scatter_add(1, index, weights.to(scores.dtype))
+
+    def repeat_weights(self, types: Tensor) -> Tensor:
+        """(B, J, L): the repeat score event l adds to its item at position j (0 unless
+        l ≤ j) — the every-position form of `add_history`, for training."""
+        length = types.shape[1]
+        steps = torch.arange(length, device=types.device)
+        distance = steps.unsqueeze(1) - steps.unsqueeze(0)  # (J, L): j − l
+        per_event = self.repeat[types.long()]  # (B, L, distance)
+        index = distance.clamp(min=0).T.unsqueeze(0).expand(types.shape[0], -1, -1)
+        out = per_event.gather(2, index).transpose(1, 2)  # (B, J, L)
+        return torch.where(distance >= 0, out, torch.zeros_like(out))
 
     def transition_scores(self, items: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(B, N): the transition table's row of each member's latest purchase in the

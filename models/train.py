@@ -47,6 +47,7 @@ from memberpulse.models.timeutil import to_iso
 from memberpulse.models.transitions import build_transitions
 
 _ITEMS, _MASK = FeatureBatch._fields.index("items"), FeatureBatch._fields.index("mask")
+_TYPES = FeatureBatch._fields.index("types")
 _IGNORE = -100  # cross-entropy target of rows/positions without a catalogue item
 WARMUP_SHARE = 0.1  # linear warm-up over this share of the steps, then cosine decay
 LOO_HELD_OUT = 2  # leave-one-out: each member's last event tests, the one before validates
@@ -463,10 +464,21 @@ def _loss(
     loss = _churn_spend_loss(churn_logit, model.spend_head(z).squeeze(-1), batch, config)
     if dense and model.config.causal and batch.log_q is not None:
         items = _every_position_loss(model, hidden[:, :-1], batch, batch.log_q, config)
+        if config.latest_weight:  # the serving target again, by the full softmax
+            latest_loss = _latest_position_loss(_latest_scores(model, latest, batch), batch)
+            items = items + config.latest_weight * latest_loss
     else:
-        items = _latest_position_loss(model.item_scores(latest), batch)
+        items = _latest_position_loss(_latest_scores(model, latest, batch), batch)
     loss = loss + config.next_item_weight * items
     return (loss, churn_logit.detach()) if with_logits else loss
+
+
+def _latest_scores(model: MemberTransformer, latest: Tensor, batch: _Batch) -> Tensor:
+    """(B, N) next-item scores at the latest position, as serving computes them (without
+    the transition table, which is fitted after training)."""
+    items, types, mask = batch.inputs[_ITEMS], batch.inputs[_TYPES], batch.inputs[_MASK]
+    scores: Tensor = model.add_history(model.item_scores(latest), items, types, mask)
+    return scores
 
 
 def _targets(model: MemberTransformer, batch: _Batch) -> Tensor:
@@ -498,17 +510,28 @@ def _every_position_loss(
     catalogue = model.catalogue().float()
     n_items = catalogue.shape[0]
     draws = config.sampled_negatives
+    # Repeat scores (`MemberTransformer.add_history`) at every position: what the
+    # member's events up to j add to a candidate item.
+    items = batch.inputs[_ITEMS].long()
+    first = model.vocab.first_item
+    history = torch.where(batch.inputs[_MASK] & (items >= first), items - first, -1)  # (B, L)
+    weights = model.repeat_weights(batch.inputs[_TYPES]).float()  # (B, J, L)
     if draws <= 0 or n_items <= draws:
-        scores = queries @ catalogue.T + model.item_bias
+        seen = F.one_hot(history.clamp(min=0), n_items).float() * (history >= 0).unsqueeze(-1)
+        repeat = (weights @ seen)[known]  # (P, N)
+        scores = queries @ catalogue.T + model.item_bias + repeat
         return F.cross_entropy(scores, wanted)
     probabilities = torch.exp(log_q - math.log(draws))
     negatives = torch.multinomial(probabilities, draws, replacement=True)  # (S,)
+    repeat_positive = (weights * (history.unsqueeze(1) == targets.unsqueeze(2))).sum(-1)[known]
+    matches = (history.unsqueeze(2) == negatives.view(1, 1, -1)).float()  # (B, L, S)
+    repeat_sampled = (weights @ matches)[known]  # (P, S)
     # Gathers as embedding lookups: their backward is deterministic on CPU (indexing's
     # accumulating scatter is not, and seeded runs must repeat exactly).
     bias = model.item_bias.unsqueeze(1)
     positive = (queries * F.embedding(wanted, catalogue)).sum(-1)
-    positive = positive + F.embedding(wanted, bias).squeeze(1) - log_q[wanted]
-    sampled = queries @ F.embedding(negatives, catalogue).T
+    positive = positive + F.embedding(wanted, bias).squeeze(1) - log_q[wanted] + repeat_positive
+    sampled = queries @ F.embedding(negatives, catalogue).T + repeat_sampled
     sampled = sampled + (F.embedding(negatives, bias).squeeze(1) - log_q[negatives]).unsqueeze(0)
     sampled = sampled.masked_fill(negatives.unsqueeze(0) == wanted.unsqueeze(1), -math.inf)
     logits = torch.cat([positive.unsqueeze(1), sampled], dim=1)
@@ -547,7 +570,7 @@ def _validate(
         with _autocast(device):
             loss, churn_logit = _loss(model, batch, config, dense=False, with_logits=True)
             hidden = model.hidden(batch.inputs)
-            scores = model.item_scores(latest_output(hidden, batch.inputs[_MASK]))
+            scores = _latest_scores(model, latest_output(hidden, batch.inputs[_MASK]), batch)
         total += float(loss) * len(rows)
         n += len(rows)
         logits.append(churn_logit.float().cpu().numpy())

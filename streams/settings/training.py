@@ -35,6 +35,9 @@ class TrainingSettings(Section):
     sampled_negatives: int = Field(
         512, ge=0, description="next-item sampled softmax size (0: full softmax)"
     )
+    latest_weight: float = Field(
+        0.0, ge=0, description="extra weight of the next item after the cutoff (full softmax)"
+    )
     loo_epochs: int = Field(30, ge=1, description="epochs at most with --protocol leave-one-out")
     loo_patience: int = Field(
         5, ge=1, description="leave-one-out: epochs without a better validation NDCG@10"
@@ -100,6 +103,7 @@ class TrainingSettings(Section):
             patience=self.loo_patience if loo else self.patience,
             threads=self.threads,
             sampled_negatives=self.sampled_negatives,
+            latest_weight=self.latest_weight,
             loo_windows=self.loo_windows,
             **overrides,
         )

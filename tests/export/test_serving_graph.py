@@ -55,6 +55,7 @@ def _model(layers: int, causal: bool, seed: int) -> MemberTransformer:
     with torch.no_grad():  # padding rows start at zero; make them count too
         for table in (model.item, model.event_type, model.age, model.gap, model.price):
             table.weight.add_(torch.randn_like(table.weight) * 0.1)
+        model.repeat.add_(torch.randn_like(model.repeat))  # repeat scores count too
     rng = np.random.default_rng(seed)
     shape = (VOCAB.n_item_ids, config.transitions)
     follow = rng.integers(-1, VOCAB.n_catalogue, shape)  # −1: fewer follow-ups

@@ -232,3 +232,19 @@ def test_prefix_samples_label_the_event_after_the_prefix_as_of_its_time() -> Non
         expected = encode([fold(events, int(log.ts[target]), STATE)], int(log.ts[target]), spec)
         assert np.array_equal(samples.features.items[row], expected.items[0])
     assert samples.churn.tolist() == [0.0, 0.0]  # A buys every 4 days
+
+
+def test_prefix_samples_built_in_small_chunks_equal_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from memberpulse.models import dataset
+
+    log = from_table(history())
+    spec = build_vocabulary(log, log.end + 1, CONFIG, STATE)
+    members, counts = sequence_windows(log, held_out=1, windows=4, stride=3)
+    whole = build_prefix_samples(log, members, counts, CONFIG.horizon_days, spec, STATE)
+    monkeypatch.setattr(dataset, "PREFIX_ROWS_PER_CHUNK", 7)  # most chunks: one sample
+    chunked = build_prefix_samples(log, members, counts, CONFIG.horizon_days, spec, STATE)
+    for name, column in zip(whole.features._fields, whole.features, strict=True):
+        assert np.array_equal(column, getattr(chunked.features, name)), name
+    assert np.array_equal(whole.next_item, chunked.next_item)

@@ -61,3 +61,26 @@ def test_a_checkpoint_of_the_previous_layout_is_refused(model: MemberTransformer
     args.pop("layout")
     with pytest.raises(ValueError, match="layout 2"):
         MemberTransformer.from_bundle_args(args)
+
+
+def test_repeat_weights_at_every_position_agree_with_the_latest_positions_scores(
+    model: MemberTransformer,
+) -> None:
+    """Training adds repeat scores at every position (`repeat_weights`), serving at the
+    latest one (`add_history`): at the latest position they must be the same numbers."""
+    with torch.no_grad():
+        model.repeat.copy_(torch.randn_like(model.repeat))
+    items, types, _, _, _, _, mask, _ = _inputs(3)
+    items[:, 2] = items[:, 7]  # a repeated item: its scores add up
+    mask[0, :4] = False  # padding contributes nothing
+    with torch.no_grad():
+        latest = model.add_history(torch.zeros(4, VOCAB.n_catalogue), items, types, mask)
+        weights = model.repeat_weights(types)[:, -1]  # (B, L) at the latest position
+    first = VOCAB.first_item
+    expected = torch.zeros(4, VOCAB.n_catalogue)
+    for b in range(4):
+        for position in range(LENGTH):
+            if mask[b, position] and items[b, position] >= first:
+                expected[b, items[b, position] - first] += weights[b, position]
+    assert torch.allclose(latest, expected, atol=1e-6)
+    assert torch.equal(model.repeat_weights(types)[:, 3, 5], torch.zeros(4))  # l > j: none
