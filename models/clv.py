@@ -131,9 +131,7 @@ class BetaGeoNBD:
         horizon: float,
     ) -> NDArray[np.float64]:
         """P(no purchase in (T, T + horizon] | x, t_x, T): the churn score."""
-        quiet_if_alive = np.exp(
-            (self.r + x) * (np.log(self.alpha + age) - np.log(self.alpha + age + horizon))
-        )
+        quiet_if_alive = self._quiet_if_alive(x, age, horizon)
         churn: NDArray[np.float64] = 1.0 - self.p_alive(x, t_x, age) * (1.0 - quiet_if_alive)
         return churn
 
@@ -147,10 +145,19 @@ class BetaGeoNBD:
         """E[transactions in (T, T + horizon] | x, t_x, T] (FHL 2005, eq. 10)."""
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         z = horizon / (alpha + age + horizon)
-        ratio = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + horizon)))
+        ratio = self._quiet_if_alive(x, age, horizon)
         hyper = special.hyp2f1(r + x, b + x, a + b + x - 1.0, z)
         numerator = (a + b + x - 1.0) / (a - 1.0) * (1.0 - ratio * hyper)
         return np.asarray(numerator / (1.0 + self._death_odds(x, t_x, age)), dtype=np.float64)
+
+    def _quiet_if_alive(
+        self, x: NDArray[np.float64], age: NDArray[np.float64], horizon: float
+    ) -> NDArray[np.float64]:
+        """E[exp(−λ·horizon)] under λ's posterior Gamma(r + x, α + T): P(no purchase in
+        the horizon | alive at T)."""
+        log_ratio = np.log(self.alpha + age) - np.log(self.alpha + age + horizon)
+        quiet: NDArray[np.float64] = np.exp((self.r + x) * log_ratio)
+        return quiet
 
     def _death_odds(
         self, x: NDArray[np.float64], t_x: NDArray[np.float64], age: NDArray[np.float64]

@@ -223,17 +223,28 @@ def _samples_at(
     snaps = [s for _, s in pairs]
     catalogue = {item: i for i, item in enumerate(spec.items)}
     churn, spend, next_item = _labels(log, members, cutoff, cutoff + horizon, catalogue)
-    raw = raw_aggregates(snaps, cutoff)
-    features = FeatureBatch._make((*encode_sequences(snaps, cutoff, spec), normalise(raw, spec)))
+    nows = np.full(len(members), cutoff, dtype=np.int64)
+    return _assemble(snaps, members, nows, (churn, spend, next_item), spec)
+
+
+def _assemble(
+    snaps: Sequence[MemberSnapshot],
+    members: NDArray[np.int64],
+    nows: NDArray[np.int64],
+    labels: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
+    spec: FeatureSpec,
+) -> Samples:
+    """Samples from snapshots (each as of its `nows` entry) and their labels."""
+    at = nows.tolist()
+    raw = raw_aggregates(snaps, at)
+    features = FeatureBatch._make((*encode_sequences(snaps, at, spec), normalise(raw, spec)))
     return Samples(
         features,
-        churn,
-        spend,
-        next_item,
+        *labels,
         members,
-        np.full(len(members), cutoff, dtype=np.int64),
-        rfm_inputs(snaps, cutoff),
-        np.array([(cutoff - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
+        nows,
+        rfm_inputs(snaps, at),
+        np.array([(s.now - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
         raw,
     )
 
@@ -284,21 +295,7 @@ def build_prefix_samples(
     position = np.array([catalogue.get(n, OUTSIDE) for n in log.item_names], dtype=np.int64)
     next_item = position[log.items[target_rows]]
     churn, spend = _purchases_from(log, members, target_rows, nows + horizon_days * MS_PER_DAY)
-    raw = raw_aggregates(snaps, nows.tolist())
-    features = FeatureBatch._make(
-        (*encode_sequences(snaps, nows.tolist(), spec), normalise(raw, spec))
-    )
-    return Samples(
-        features,
-        churn,
-        spend,
-        next_item,
-        members,
-        nows,
-        rfm_inputs(snaps, nows.tolist()),
-        np.array([(s.now - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
-        raw,
-    )
+    return _assemble(snaps, members, nows, (churn, spend, next_item), spec)
 
 
 def _chunks_of_rows(counts: NDArray[np.int64], limit: int) -> list[slice]:
@@ -324,12 +321,17 @@ def _purchases_from(
         zip(rows.tolist(), ends.tolist(), stops.tolist(), strict=True)
     ):
         hi = lo + int(np.searchsorted(log.ts[lo:end], stop, side="left"))
-        bought = log.types[lo:hi] == PURCHASE_CODE
-        if bought.any():
-            churn[j] = 0.0
-            price = np.nan_to_num(log.prices[lo:hi][bought])
-            spend[j] = float((price * log.quantities[lo:hi][bought]).sum())
+        churn[j], spend[j] = _outcome(log, lo, hi)
     return churn, spend
+
+
+def _outcome(log: EventLog, lo: int, hi: int) -> tuple[float, float]:
+    """(churn label, spend) of log rows lo..hi: 1 and 0 without a purchase among them."""
+    bought = log.types[lo:hi] == PURCHASE_CODE
+    if not bought.any():
+        return 1.0, 0.0
+    price = np.nan_to_num(log.prices[lo:hi][bought])
+    return 0.0, float((price * log.quantities[lo:hi][bought]).sum())
 
 
 def _labels(
@@ -347,11 +349,7 @@ def _labels(
             continue
         name = log.item_names[log.items[lo]]
         next_item[row] = catalogue.get(name, OUTSIDE)
-        bought = log.types[lo:hi] == PURCHASE_CODE
-        if bought.any():
-            churn[row] = 0.0
-            price = np.nan_to_num(log.prices[lo:hi][bought])
-            spend[row] = float((price * log.quantities[lo:hi][bought]).sum())
+        churn[row], spend[row] = _outcome(log, lo, hi)
     return churn, spend, next_item
 
 
