@@ -26,6 +26,8 @@ class NetworkConfig:
     causal: bool = True  # each event attends to earlier ones only (dense next-item training)
     spend_scale: float = 100.0  # spend is modelled in units of this many currency units
     transitions: int = 16  # follow-up items kept per item in the transition table
+    # Auxiliary churn targets at these shares of the horizon (no purchase within them).
+    short_horizons: tuple[float, ...] = (0.25, 0.5)
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
@@ -91,6 +93,7 @@ class TrainConfig:
     # Extra weight of the latest position's target (the first event after the cutoff, what
     # serving ranks for) by the full softmax, on top of the every-position loss.
     latest_weight: float = 0.0
+    short_horizon_weight: float = 0.5  # weight of the shorter-horizon churn targets
     loo_windows: int = 8  # leave-one-out: sequence windows per member (see sequence_windows)
     eval_batch_size: int = 1024
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)

@@ -10,6 +10,7 @@ by time: validation labels start where training labels end (see `time_split`).
 from __future__ import annotations
 
 import hashlib
+import math
 import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +57,8 @@ class Samples:
     rfm: NDArray[np.float64]  # RFM_COLUMNS, for the baseline
     idle_days: NDArray[np.float64]  # days from the member's last event to the cutoff
     raw: NDArray[np.float64]  # un-normalised aggregates (normalisation stats come from them)
+    wait_days: NDArray[np.float64]  # days from the cutoff to the first purchase in the
+    # label window (inf: none), for the shorter-horizon churn targets
 
     def __len__(self) -> int:
         return self.features.rows
@@ -73,7 +76,9 @@ class Samples:
         return replace(self, features=features)
 
 
-_ROW_FIELDS: Final = ("churn", "spend", "next_item", "member", "cutoff", "rfm", "idle_days", "raw")
+_ROW_FIELDS: Final = (
+    "churn", "spend", "next_item", "member", "cutoff", "rfm", "idle_days", "raw", "wait_days",
+)  # fmt: skip
 
 
 def cutoffs(first: int, last: int, config: DatasetConfig) -> list[int]:
@@ -222,9 +227,9 @@ def _samples_at(
     members = np.array([m for m, _ in pairs], dtype=np.int64)
     snaps = [s for _, s in pairs]
     catalogue = {item: i for i, item in enumerate(spec.items)}
-    churn, spend, next_item = _labels(log, members, cutoff, cutoff + horizon, catalogue)
+    churn, spend, next_item, wait = _labels(log, members, cutoff, cutoff + horizon, catalogue)
     nows = np.full(len(members), cutoff, dtype=np.int64)
-    return _assemble(snaps, members, nows, (churn, spend, next_item), spec)
+    return _assemble(snaps, members, nows, (churn, spend, next_item), spec, wait)
 
 
 def _assemble(
@@ -233,6 +238,7 @@ def _assemble(
     nows: NDArray[np.int64],
     labels: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]],
     spec: FeatureSpec,
+    wait_days: NDArray[np.float64],
 ) -> Samples:
     """Samples from snapshots (each as of its `nows` entry) and their labels."""
     at = nows.tolist()
@@ -246,6 +252,7 @@ def _assemble(
         rfm_inputs(snaps, at),
         np.array([(s.now - s.last_seen) / MS_PER_DAY for s in snaps], dtype=np.float64),
         raw,
+        wait_days,
     )
 
 
@@ -294,8 +301,10 @@ def build_prefix_samples(
     catalogue = {item: i for i, item in enumerate(spec.items)}
     position = np.array([catalogue.get(n, OUTSIDE) for n in log.item_names], dtype=np.int64)
     next_item = position[log.items[target_rows]]
-    churn, spend = _purchases_from(log, members, target_rows, nows + horizon_days * MS_PER_DAY)
-    return _assemble(snaps, members, nows, (churn, spend, next_item), spec)
+    churn, spend, wait = _purchases_from(
+        log, members, target_rows, nows, nows + horizon_days * MS_PER_DAY
+    )
+    return _assemble(snaps, members, nows, (churn, spend, next_item), spec, wait)
 
 
 def _chunks_of_rows(counts: NDArray[np.int64], limit: int) -> list[slice]:
@@ -311,32 +320,41 @@ def _chunks_of_rows(counts: NDArray[np.int64], limit: int) -> list[slice]:
 
 
 def _purchases_from(
-    log: EventLog, members: NDArray[np.int64], rows: NDArray[np.int64], stops: NDArray[np.int64]
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Churn (no purchase) and spend over each member's rows from `rows` to ts < `stops`."""
+    log: EventLog,
+    members: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    starts: NDArray[np.int64],
+    stops: NDArray[np.int64],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64]]:
+    """Churn (no purchase), spend and days to the first purchase over each member's rows
+    from `rows` to ts < `stops` (the window starts at `starts`)."""
     churn = np.ones(len(members), dtype=np.float32)
     spend = np.zeros(len(members), dtype=np.float32)
+    wait = np.full(len(members), np.inf)
     ends = log.offsets[members + 1]
     for j, (lo, end, stop) in enumerate(
         zip(rows.tolist(), ends.tolist(), stops.tolist(), strict=True)
     ):
         hi = lo + int(np.searchsorted(log.ts[lo:end], stop, side="left"))
-        churn[j], spend[j] = _outcome(log, lo, hi)
-    return churn, spend
+        churn[j], spend[j], wait[j] = _outcome(log, lo, hi, int(starts[j]))
+    return churn, spend, wait
 
 
-def _outcome(log: EventLog, lo: int, hi: int) -> tuple[float, float]:
-    """(churn label, spend) of log rows lo..hi: 1 and 0 without a purchase among them."""
+def _outcome(log: EventLog, lo: int, hi: int, start: int) -> tuple[float, float, float]:
+    """(churn label, spend, days from `start` to the first purchase) of log rows lo..hi:
+    1, 0 and inf without a purchase among them."""
     bought = log.types[lo:hi] == PURCHASE_CODE
     if not bought.any():
-        return 1.0, 0.0
+        return 1.0, 0.0, math.inf
     price = np.nan_to_num(log.prices[lo:hi][bought])
-    return 0.0, float((price * log.quantities[lo:hi][bought]).sum())
+    first = int(log.ts[lo:hi][bought][0])
+    return 0.0, float((price * log.quantities[lo:hi][bought]).sum()), (first - start) / MS_PER_DAY
 
 
 def _labels(
     log: EventLog, members: NDArray[np.int64], start: int, stop: int, catalogue: dict[str, int]
-) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64], NDArray[np.float64]]:
+    wait = np.full(len(members), np.inf)
     churn = np.ones(len(members), dtype=np.float32)
     spend = np.zeros(len(members), dtype=np.float32)
     next_item = np.full(len(members), NO_NEXT, dtype=np.int64)
@@ -349,8 +367,8 @@ def _labels(
             continue
         name = log.item_names[log.items[lo]]
         next_item[row] = catalogue.get(name, OUTSIDE)
-        churn[row], spend[row] = _outcome(log, lo, hi)
-    return churn, spend, next_item
+        churn[row], spend[row], wait[row] = _outcome(log, lo, hi, start)
+    return churn, spend, next_item, wait
 
 
 def rfm_inputs(snapshots: Sequence[MemberSnapshot], now: int | list[int]) -> NDArray[np.float64]:

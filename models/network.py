@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
+from torch.nn import functional as F
 from transformers import BertConfig, BertModel
 
 from memberpulse.models.config import NetworkConfig
@@ -131,6 +132,9 @@ class MemberTransformer(nn.Module):
             nn.Dropout(config.dropout),
         )
         self.churn_head = nn.Linear(hidden, 1)
+        # Churn at shorter horizons (shares of the horizon, config.short_horizons): training
+        # targets only, never served — when the next purchase comes, not only whether.
+        self.short_churn_head = nn.Linear(hidden, len(config.short_horizons))
         self.spend_head = nn.Linear(hidden, 1)
         self.item_query = nn.Linear(hidden, hidden)
         self.item_bias = nn.Parameter(torch.zeros(vocab.n_catalogue))
@@ -216,14 +220,16 @@ class MemberTransformer(nn.Module):
 
     def repeat_weights(self, types: Tensor) -> Tensor:
         """(B, J, L): the repeat score event l adds to its item at position j (0 unless
-        l ≤ j) — the every-position form of `add_history`, for training."""
+        l ≤ j) — the every-position form of `add_history`, for training. Built from an
+        embedding lookup and a one-hot product, whose backward passes are deterministic
+        on CPU (indexing's and gather's accumulate in a thread-dependent order)."""
         length = types.shape[1]
         steps = torch.arange(length, device=types.device)
         distance = steps.unsqueeze(1) - steps.unsqueeze(0)  # (J, L): j − l
-        per_event = self.repeat[types.long()]  # (B, L, distance)
-        index = distance.clamp(min=0).T.unsqueeze(0).expand(types.shape[0], -1, -1)
-        out = per_event.gather(2, index).transpose(1, 2)  # (B, J, L)
-        return torch.where(distance >= 0, out, torch.zeros_like(out))
+        per_event = F.embedding(types.long(), self.repeat)  # (B, L, distance)
+        onehot = F.one_hot(distance.clamp(min=0), length).to(per_event.dtype)  # (J, L, D)
+        onehot = onehot * (distance >= 0).unsqueeze(-1).to(per_event.dtype)
+        return torch.einsum("bld,jld->bjl", per_event, onehot)
 
     def transition_scores(self, items: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(B, N): the transition table's row of each member's latest purchase in the

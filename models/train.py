@@ -400,6 +400,7 @@ class _Batch(NamedTuple):
     spend: Tensor
     next_item: Tensor
     log_q: Tensor | None = None  # log(sampled_negatives × sampling probability) per item
+    wait_days: Tensor | None = None  # days to the first purchase after the cutoff (inf: none)
 
 
 def _batch(
@@ -415,6 +416,7 @@ def _batch(
         torch.as_tensor(samples.spend[rows], device=device),
         torch.as_tensor(samples.next_item[rows], device=device),
         log_q,
+        torch.as_tensor(samples.wait_days[rows], device=device),
     )
 
 
@@ -462,6 +464,8 @@ def _loss(
     z = model.member(hidden[:, -1], latest)
     churn_logit = model.churn_head(z).squeeze(-1)
     loss = _churn_spend_loss(churn_logit, model.spend_head(z).squeeze(-1), batch, config)
+    if dense and config.short_horizon_weight and batch.wait_days is not None:
+        loss = loss + config.short_horizon_weight * _short_horizon_loss(model, z, batch, config)
     if dense and model.config.causal and batch.log_q is not None:
         items = _every_position_loss(model, hidden[:, :-1], batch, batch.log_q, config)
         if config.latest_weight:  # the serving target again, by the full softmax
@@ -471,6 +475,20 @@ def _loss(
         items = _latest_position_loss(_latest_scores(model, latest, batch), batch)
     loss = loss + config.next_item_weight * items
     return (loss, churn_logit.detach()) if with_logits else loss
+
+
+def _short_horizon_loss(
+    model: MemberTransformer, z: Tensor, batch: _Batch, config: TrainConfig
+) -> Tensor:
+    """BCE of "no purchase within share × horizon" for each of `short_horizons`."""
+    shares = torch.as_tensor(model.config.short_horizons, device=z.device)
+    if not len(shares):
+        return z.sum() * 0.0
+    assert batch.wait_days is not None
+    limits = shares * config.dataset.horizon_days  # (K,) days
+    labels = (batch.wait_days.unsqueeze(1) >= limits.unsqueeze(0)).float()  # (B, K)
+    logits = model.short_churn_head(z).float()
+    return F.binary_cross_entropy_with_logits(logits, labels)
 
 
 def _latest_scores(model: MemberTransformer, latest: Tensor, batch: _Batch) -> Tensor:

@@ -35,6 +35,9 @@ class TrainingSettings(Section):
     sampled_negatives: int = Field(
         512, ge=0, description="next-item sampled softmax size (0: full softmax)"
     )
+    short_horizon_weight: float = Field(
+        0.5, ge=0, description="weight of the churn targets at 1/4 and 1/2 of the horizon"
+    )
     latest_weight: float = Field(
         0.0, ge=0, description="extra weight of the next item after the cutoff (full softmax)"
     )
@@ -104,6 +107,7 @@ class TrainingSettings(Section):
             threads=self.threads,
             sampled_negatives=self.sampled_negatives,
             latest_weight=self.latest_weight,
+            short_horizon_weight=self.short_horizon_weight,
             loo_windows=self.loo_windows,
             **overrides,
         )

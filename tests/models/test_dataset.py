@@ -170,6 +170,9 @@ def test_labels_churn_spend_and_next_item() -> None:
     assert samples.spend[row_b] == 0.0
     assert samples.next_item[row_b] == NO_NEXT
     assert samples.idle_days[row_b] == pytest.approx(20 - 11 - 1 / 24)
+    # Days to the first purchase (the shorter-horizon targets): A buys at 02:00 on day 20.
+    assert samples.wait_days[row_a] == pytest.approx(2 / 24)
+    assert samples.wait_days[row_b] == np.inf
 
 
 def test_unknown_next_item_counts_as_outside_and_normalisation() -> None:

@@ -187,3 +187,31 @@ def test_time_protocol_trains_sasrec_only_when_asked(log_path: Path, tmp_path: P
     assert asked.metrics["training"]["sasrec"]["epochs_run"] >= 1
     report = evaluate(load_bundle(tmp_path / "asked"), log)
     assert report["next_item"]["baselines"]["sasrec"]["epochs_run"] >= 1
+
+
+def test_shorter_horizon_targets_follow_the_days_to_the_first_purchase() -> None:
+    import torch
+
+    from memberpulse.models import train as training
+    from memberpulse.models.network import MemberTransformer, Vocabulary
+
+    config = replace(TINY_CONFIG, network=replace(TINY_CONFIG.network, short_horizons=(0.25, 0.5)))
+    vocab = Vocabulary(n_item_ids=300, first_item=258, n_categories=3, n_price_buckets=4,
+                       sequence_length=16)  # fmt: skip
+    model = MemberTransformer(config.network, vocab)
+    z = torch.zeros(3, config.network.hidden)
+    with torch.no_grad():
+        model.short_churn_head.weight.zero_()
+        model.short_churn_head.bias.copy_(torch.tensor([-20.0, 20.0]))  # says: buys ≤ 5 d, not ≤ 10
+    horizon = config.dataset.horizon_days  # 20 days: limits 5 and 10 days
+    waits = torch.tensor([7.0, 7.0, 7.0], dtype=torch.float64)  # bought on day 7 of the window
+    batch = training._Batch([], torch.zeros(3), torch.zeros(3), torch.zeros(3), None, waits)
+    assert horizon == 20
+    # Day 7: no purchase within 5 days (label 1), one within 10 (label 0) — the head says the
+    # opposite of both, so the loss is large; flipped, it is ~0.
+    wrong = training._short_horizon_loss(model, z, batch, config)
+    with torch.no_grad():
+        model.short_churn_head.bias.copy_(torch.tensor([20.0, -20.0]))
+    right = training._short_horizon_loss(model, z, batch, config)
+    assert float(wrong) > 10
+    assert float(right) < 1e-6
