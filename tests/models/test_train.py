@@ -209,9 +209,10 @@ def test_shorter_horizon_targets_follow_the_days_to_the_first_purchase() -> None
     assert horizon == 20
     # Day 7: no purchase within 5 days (label 1), one within 10 (label 0) — the head says the
     # opposite of both, so the loss is large; flipped, it is ~0.
-    wrong = training._short_horizon_loss(model, z, batch, config)
+    with torch.no_grad():
+        wrong = training._short_horizon_loss(model, z, batch, config)
     with torch.no_grad():
         model.short_churn_head.bias.copy_(torch.tensor([20.0, -20.0]))
-    right = training._short_horizon_loss(model, z, batch, config)
+        right = training._short_horizon_loss(model, z, batch, config)
     assert float(wrong) > 10
     assert float(right) < 1e-6
