@@ -22,20 +22,13 @@ BUS_OFFSET = 10_000  # redis cluster's bus port is the client port + 10000
 def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Iterator[list[int]]:
     """Start `nodes` cluster-enabled redis-servers, split the slots, join them; yield ports."""
     binary = stack.find_redis_server(Settings(home=workdir))
-    records = []
+    records: list[stack.ProcessRecord] = []
     try:
         for index in range(nodes):
-            port = _cluster_port()
             folder = workdir / f"node{index}"
             folder.mkdir(parents=True)
-            command = [
-                str(binary), "--port", str(port), "--bind", stack.LOOPBACK,
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--dir", str(folder), "--save", "", "--appendonly", "no",
-            ]  # fmt: skip
-            records.append(stack.spawn(f"redis-{index}", command, port, folder / "redis.log"))
+            records.append(_start_node(binary, folder, index, timeout))
         clients = [redis.Redis(port=r.port, socket_timeout=5) for r in records]
-        _wait(lambda: all(_pings(c) for c in clients), timeout, "nodes answer")
         share = SLOTS // nodes
         for index, client in enumerate(clients):
             last = SLOTS if index == nodes - 1 else (index + 1) * share
@@ -47,6 +40,42 @@ def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Itera
     finally:
         for record in records:
             stack.stop(record, grace_s=2.0)
+
+
+PORT_ATTEMPTS = 5  # a free port can be taken between the check and the bind: try another
+
+
+def _start_node(binary: Path, folder: Path, index: int, timeout: float) -> stack.ProcessRecord:
+    """One cluster-enabled redis-server that answers on its port as itself (its INFO
+    process id is the one spawned): a port lost to another process between the check
+    and the bind makes the server exit, and another port is tried."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = _cluster_port()
+        command = [
+            str(binary), "--port", str(port), "--bind", stack.LOOPBACK,
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--dir", str(folder), "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+        log = folder / f"redis-{attempt}.log"
+        record = stack.spawn(f"redis-{index}", command, port, log)
+        if _answers_as(record, timeout):
+            return record
+        stack.stop(record, grace_s=2.0)
+    raise AssertionError(f"redis cluster node {index}: no port kept after {PORT_ATTEMPTS} tries")
+
+
+def _answers_as(record: stack.ProcessRecord, timeout: float) -> bool:
+    """Whether the server spawned as `record` answers on its port before `timeout`."""
+    client = redis.Redis(port=record.port, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return int(client.info("server")["process_id"]) == record.pid
+        except redis.RedisError:
+            if "Failed listening" in Path(record.log).read_text(errors="replace"):
+                return False
+        time.sleep(0.05)
+    return False
 
 
 def _cluster_port() -> int:
@@ -66,13 +95,6 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def _healthy(client: redis.Redis, nodes: int) -> bool:
