@@ -109,12 +109,16 @@ def fit_next_item(
     )
     if not with_sasrec:
         return NextItemBaselines(markov, None)
-    visible = stops - starts
-    members = np.flatnonzero(visible >= 2)
+    # Members with at least two visible events: the last one validates, the rest train
+    # (`fit` drops windows left without a target).
+    valid_members = np.flatnonzero(stops - starts >= 2)
     train_windows = sasrec.windows(
-        positions, starts[members], stops[members] - 1, config.max_length + 1, n_items
+        positions,
+        starts[valid_members],
+        stops[valid_members] - 1,
+        config.max_length + 1,
+        n_items,
     )
-    valid_members = np.flatnonzero(visible >= 2)
     valid_inputs = sasrec.windows(
         positions, starts[valid_members], stops[valid_members] - 1, config.max_length, n_items
     )

@@ -1,5 +1,7 @@
-"""Baselines the model must beat: RFM logistic regression for churn, popularity and
-"repeat recent items" for the next item.
+"""Baselines the model must beat, the pure-numpy ones: RFM logistic regression for churn;
+popularity, "repeat recent items" and a first-order Markov chain for the next item.
+(BG/NBD and Gamma-Gamma are in `clv.py`, SASRec in `sasrec.py`; `baseline_suite.py`
+fits and scores them all on the model's split.)
 
 Pure numpy. Next-item baselines work on catalogue positions 0..n_items-1 (the caller
 maps item ids to positions; −1 = an item outside the catalogue) and rank with the same
