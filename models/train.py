@@ -444,20 +444,22 @@ def _loss(
     config: TrainConfig,
     dense: bool,
     with_logits: Literal[True],
-) -> tuple[Tensor, Tensor]: ...
+) -> tuple[Tensor, Tensor, Tensor]: ...
 def _loss(
     model: MemberTransformer,
     batch: _Batch,
     config: TrainConfig,
     dense: bool,
     with_logits: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
+) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """churn + w_item × next item + w_spend × spend.
 
     `dense` (training): the next item at every position whose target is a catalogue item
     (event j's output predicts event j + 1; the latest event's predicts the first event
     after the cutoff), by sampled softmax. Otherwise (validation): the latest position's
     target only, by the full softmax, so that the early-stopping criterion is exact.
+    `with_logits`: also the churn logits and the latest position's item scores (validation
+    ranks with them instead of running the encoder again).
     """
     hidden = model.hidden(batch.inputs)
     latest = latest_output(hidden, batch.inputs[_MASK])
@@ -466,15 +468,24 @@ def _loss(
     loss = _churn_spend_loss(churn_logit, model.spend_head(z).squeeze(-1), batch, config)
     if dense and config.short_horizon_weight and batch.wait_days is not None:
         loss = loss + config.short_horizon_weight * _short_horizon_loss(model, z, batch, config)
-    if dense and model.config.causal and batch.log_q is not None:
+    every_position = dense and model.config.causal and batch.log_q is not None
+    scores = None
+    if not every_position or config.latest_weight or with_logits:
+        scores = _latest_scores(model, latest, batch)
+    if every_position:
+        assert batch.log_q is not None
         items = _every_position_loss(model, hidden[:, :-1], batch, batch.log_q, config)
         if config.latest_weight:  # the serving target again, by the full softmax
-            latest_loss = _latest_position_loss(_latest_scores(model, latest, batch), batch)
-            items = items + config.latest_weight * latest_loss
+            assert scores is not None
+            items = items + config.latest_weight * _latest_position_loss(scores, batch)
     else:
-        items = _latest_position_loss(_latest_scores(model, latest, batch), batch)
+        assert scores is not None
+        items = _latest_position_loss(scores, batch)
     loss = loss + config.next_item_weight * items
-    return (loss, churn_logit.detach()) if with_logits else loss
+    if with_logits:
+        assert scores is not None
+        return loss, churn_logit.detach(), scores.detach()
+    return loss
 
 
 def _short_horizon_loss(
@@ -586,9 +597,7 @@ def _validate(
     for rows in _chunks(np.arange(len(samples)), config.eval_batch_size):
         batch = _batch(samples, rows, device)
         with _autocast(device):
-            loss, churn_logit = _loss(model, batch, config, dense=False, with_logits=True)
-            hidden = model.hidden(batch.inputs)
-            scores = _latest_scores(model, latest_output(hidden, batch.inputs[_MASK]), batch)
+            loss, churn_logit, scores = _loss(model, batch, config, dense=False, with_logits=True)
         total += float(loss) * len(rows)
         n += len(rows)
         logits.append(churn_logit.float().cpu().numpy())
