@@ -80,6 +80,14 @@ class MemberConfig:
     click_sigma: float = 0.4
     sensitivity_sigma: float = 0.3
     affinity_concentration: float = 0.35  # Dirichlet α = this × n_categories × share
+    # Taste in the catalog's latent space: the affinity-weighted mean of the category
+    # centroids + this × Gaussian noise, unit length; it drifts from a first to a second
+    # such vector over a lognormal number of days (median, sigma), and an item's
+    # log-weight in every choice gains sharpness × cosine(taste, item).
+    taste_noise: float = 1.0
+    taste_sharpness: float = 5.0
+    taste_drift_days: tuple[float, float] = (150.0, 0.5)
+    taste_levels: int = 8  # the drift is followed in this many steps (walk caches per step)
     hour_modes: tuple[float, ...] = (20.0, 12.5, 8.5)  # evening, lunch, morning (UTC)
     hour_mode_weights: tuple[float, ...] = (0.6, 0.25, 0.15)
     hour_mode_sd: float = 1.5

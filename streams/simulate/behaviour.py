@@ -3,8 +3,10 @@
 Sessions are browsing visits (a Poisson count per calendar day, rate × the member's
 activity multiplier) and restock visits (the member's regular buying rhythm, see
 `timing.py`). Restock visits buy; browsing visits buy on impulse now and then. Inside a
-session the member views listings, clicks items (mostly following the transitions of
-the last item, else fresh picks by affinity × popularity, weighed by price), carts some
+session the member views listings, clicks items (mostly following the neighbours of the
+last item, weighed by the member's drifting taste, else fresh picks by affinity ×
+popularity × taste, weighed by price; a restock visit often starts from an item bought
+before), carts some
 and buys the cart when the session is a buying one. A decline of intensity x shifts the
 content: more browsing, fewer clicks, smaller baskets, cheaper items, drifted categories,
 and no purchase at all once x reaches `buy_stop`. Purchase-only mode is `orders.py`.
@@ -14,7 +16,6 @@ Output is a columnar `MemberTrace`.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +34,13 @@ from memberpulse.streams.simulate.context import (
     MemberTrace,
     SimContext,
 )
-from memberpulse.streams.simulate.items import finish, first_item, fresh_picks, quantities
+from memberpulse.streams.simulate.items import (
+    TasteWalk,
+    finish,
+    first_item,
+    fresh_picks,
+    quantities,
+)
 from memberpulse.streams.simulate.members import MemberPlan
 from memberpulse.streams.simulate.orders import order_trace
 from memberpulse.streams.simulate.timing import (
@@ -80,12 +87,21 @@ def _session_trace(plan: MemberPlan, ctx: SimContext, rng: np.random.Generator) 
     step_x = np.concatenate((np.repeat(x, n_browse), click_x))
     click_sensitivity = tastes.price_sensitivity + cfg.decline_sensitivity * click_x
     sensitivity = np.concatenate((np.zeros(n_browse.sum()), click_sensitivity))
+    walk = TasteWalk(plan, ctx.catalog, ctx.members)
+    level = walk.levels((starts - ctx.start_ms) / MS_PER_DAY)
+    step_level = np.concatenate((np.repeat(level, n_browse), np.repeat(level, n_click)))
+    repeat = np.where(is_restock, cfg.p_restock_repeat, cfg.p_repeat)
     layout = _Layout(
-        n_browse.tolist(), n_click.tolist(), buying.tolist(), cart.tolist(), thrift.tolist()
+        n_browse.tolist(),
+        n_click.tolist(),
+        buying.tolist(),
+        cart.tolist(),
+        thrift.tolist(),
+        level.tolist(),
+        repeat.tolist(),
     )
-    steps = _walk(
-        ctx.catalog, cfg, layout, fresh_picks(plan, ctx.catalog, step_x, sensitivity, rng), rng
-    )
+    pool = fresh_picks(plan, ctx.catalog, walk, step_x, step_level, sensitivity, rng)
+    steps = _walk(ctx.catalog, cfg, layout, walk, pool, rng)
     kind, item, quantity, session = steps.T
     gaps = rng.lognormal(math.log(cfg.gap_median_s * MS_PER_SECOND), cfg.gap_sigma, len(kind))
     gaps = np.maximum(np.where(kind == K_PURCHASE, cfg.checkout_factor, 1.0) * gaps, 1.0)
@@ -102,19 +118,21 @@ class _Layout(NamedTuple):
     buying: list[bool]
     cart: list[float]  # chance to cart a clicked item of the category's price level
     thrift: list[float]  # cart chance × (price / category level)^-thrift
+    level: list[int]  # the member's taste drift level
+    repeat: list[float]  # chance that the first listing is an item bought before
 
 
 def _walk(
     catalog: Catalog,
     cfg: BehaviourConfig,
     layout: _Layout,
+    walk: TasteWalk,
     pool: list[int],
     rng: np.random.Generator,
 ) -> NDArray[np.int64]:
     """The item chain as rows of (kind, item, quantity, session). Plain Python over
     lists: each step depends on the previous item, and numpy scalars cost ~10x more."""
-    rows, cdfs = catalog.transition_rows, catalog.transition_cdf_rows
-    n_browse, n_click, buying, cart, thrift = layout
+    n_browse, n_click, buying, cart, thrift, levels, repeats = layout
     relative = catalog.relative_price_list
     uniforms = rng.random((len(pool), 3)).tolist()
     qty = quantities(len(pool), cfg, rng)
@@ -122,9 +140,9 @@ def _walk(
     bought: list[int] = []
     b, c = 0, sum(n_browse)  # browse steps come first in the pool, then click steps
     for s in range(len(n_browse)):
-        last = -1
+        last, level = -1, levels[s]
         for _ in range(n_browse[s]):
-            last = first_item(rows, cdfs, bought, pool[b], uniforms[b], cfg)
+            last = first_item(walk, level, bought, pool[b], uniforms[b], repeats[s], cfg)
             out.append((K_BROWSE, last, 1, s))
             b += 1
         basket: list[tuple[int, int]] = []
@@ -134,7 +152,7 @@ def _walk(
             if k == 0 and u_mode < cfg.click_shown:
                 item = last
             elif k > 0 and u_mode < cfg.p_transition:
-                item = rows[last][bisect_right(cdfs[last], u_pick)]
+                item = walk.follow(last, level, u_pick)
             else:
                 item = pool[c]
             out.append((K_CLICK, item, 1, s))

@@ -1,9 +1,15 @@
-"""The simulated catalog: items, categories, prices, popularity and item-to-item transitions.
+"""The simulated catalog: items, categories, prices, popularity, latent item vectors and
+each item's neighbours.
 
-The transitions are what makes "the next item" learnable: each item has a short row of
-follow-up items (the next volume of its series when it has one, then complements drawn
-mostly from a few related categories), with fixed weights. Sessions and orders walk these
-rows, so the recent items of a member predict the next one far better than popularity.
+Every item has a unit latent vector: its category's centroid plus its own noise, so items
+of one category are alike and a member's taste (a vector in the same space, `members.py`)
+prefers some items of a category over others. Each item has a row of neighbours (the next
+volume of its series when it has one, then complements drawn mostly from a few related
+categories, by popularity there), each with a base weight that grows with its latent
+similarity to the item. A member walking from an item weighs these base weights by its
+own taste (`items.TasteWalk`): the same item is followed by different neighbours for
+different members, so counts of consecutive pairs see only the population's average and
+a member's earlier items say which neighbours it will pick.
 """
 
 from __future__ import annotations
@@ -34,18 +40,23 @@ class CatalogConfig:
     min_price: float = 0.99
     #: Each category has this many related categories where most complements come from.
     related_categories: int = 3
-    complements_per_item: int = 6
+    complements_per_item: int = 23
     complement_related_share: float = 0.7
+    #: Latent space of items and member tastes: an item's vector is its category's
+    #: centroid + this × its own Gaussian noise, scaled to unit length.
+    latent_dim: int = 16
+    item_latent_noise: float = 0.8
+    #: Base weight of a neighbour ∝ exp(this × cosine(item, neighbour)).
+    neighbour_similarity: float = 2.0
     #: Share of items that belong to a series (volume k → volume k+1), and series lengths.
     series_share: float = 0.25
     series_min_len: int = 3
     series_max_len: int = 6
     #: Transition mass on the next volume of a series when the item has one.
     series_weight: float = 0.5
-    #: Decay of complement weights along a row (weight of slot j ∝ (j+1)^-decay).
-    complement_decay: float = 0.7
-    #: Candidates per draw when a member weighs price: the cheapest wins more often.
-    price_tournament: int = 3
+    #: Candidates per fresh pick (by popularity inside the category); the member's taste
+    #: and price sensitivity choose among them.
+    price_tournament: int = 8
 
     def __post_init__(self) -> None:
         if self.n_categories < 2 or self.n_items < self.n_categories:
@@ -55,6 +66,8 @@ class CatalogConfig:
             )
         if not 1 <= self.related_categories < self.n_categories:
             raise ValueError(f"related_categories must be in [1, {self.n_categories - 1}]")
+        if self.latent_dim < 2 or self.complements_per_item < 1:
+            raise ValueError("need latent_dim >= 2 and complements_per_item >= 1")
         if self.series_min_len < 2 or self.series_max_len < self.series_min_len:
             raise ValueError(
                 f"series lengths must satisfy 2 <= min <= max, "
@@ -64,7 +77,8 @@ class CatalogConfig:
 
 @dataclass(frozen=True, eq=False)
 class Catalog:
-    """Items and their transitions; arrays are indexed by item or category number."""
+    """Items, their latent vectors and neighbours; arrays are indexed by item or category
+    number."""
 
     config: CatalogConfig
     item_ids: tuple[str, ...]
@@ -77,14 +91,15 @@ class Catalog:
     relative_price: NDArray[np.float64]  # price / its category's level
     related: NDArray[np.int32]  # (n_categories, related_categories)
     series_next: NDArray[np.int32]  # -1 where the item ends or has no series
-    transitions: NDArray[np.int32]  # (n_items, complements_per_item + 1)
-    transition_cdf: NDArray[np.float64]  # same shape, each row ends at 1.0
+    latent: NDArray[np.float64]  # (n_items, latent_dim), unit rows
+    category_centroid: NDArray[np.float64]  # (n_categories, latent_dim), unit rows
+    neighbours: NDArray[np.int32]  # (n_items, complements_per_item + 1)
+    neighbour_log_weight: NDArray[np.float64]  # same shape: log base weights, rows sum to 1
     by_category: NDArray[np.int32]  # item numbers grouped by category
     category_key: NDArray[np.float64]  # category + cumulative popularity inside it
-    # The same rows as Python lists: the per-step walk reads them ~10⁷ times, and list
-    # indexing plus bisect is ~10x cheaper than numpy scalar access.
-    transition_rows: list[list[int]]
-    transition_cdf_rows: list[list[float]]
+    # Rows as Python lists: the per-step walk reads them ~10⁷ times, and list indexing is
+    # ~10x cheaper than numpy scalar access.
+    neighbour_rows: list[list[int]]
     relative_price_list: list[float]
 
     @property
@@ -97,15 +112,23 @@ class Catalog:
         rng: np.random.Generator,
         categories: NDArray[np.intp],
         sensitivity: NDArray[np.float64],
+        taste: tuple[NDArray[np.float64], NDArray[np.int64]] | None = None,
     ) -> NDArray[np.int32]:
-        """One item per entry of `categories`: by popularity inside the category, with
-        cheaper candidates favoured by (price / category level)^-sensitivity."""
+        """One item per entry of `categories`: candidates by popularity inside the
+        category, one of them chosen with weight (price / category level)^-sensitivity ×
+        exp(taste); `taste` is (log-weights of shape (levels, n_items), the level of
+        each entry)."""
         n = len(categories)
         keys = categories[:, None] + rng.random((n, self.config.price_tournament))
         slots = np.minimum(np.searchsorted(self.category_key, keys, side="right"), self.n_items - 1)
         candidates = self.by_category[slots]  # (n, tournament)
         relative = self.relative_price[candidates]
-        cumulative = np.cumsum(relative ** -sensitivity[:, None], axis=1)
+        log_weight = -sensitivity[:, None] * np.log(relative)
+        if taste is not None:
+            scores, levels = taste
+            log_weight += scores[levels[:, None], candidates]
+        weight = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weight, axis=1)
         threshold = rng.random((n, 1)) * cumulative[:, -1:]
         pick = np.minimum((cumulative < threshold).sum(axis=1), candidates.shape[1] - 1)
         picked: NDArray[np.int32] = candidates[np.arange(n), pick]
@@ -137,7 +160,10 @@ def build_catalog(config: CatalogConfig, seed: int) -> Catalog:
     related = _related_categories(config, category_share, rng)
     series_next = _series(config, item_category, rng)
     complements = _complements(config, item_category, related, by_category, category_key, rng)
-    transitions, cdf = _transition_rows(config, series_next, complements)
+    # The latent space has its own stream: the draws above stay as they were without it.
+    latent_rng = np.random.default_rng([seed, CATALOG_STREAM, 1])
+    centroid, latent = _latent(config, item_category, latent_rng)
+    neighbours, log_weight = _neighbour_rows(config, series_next, complements, latent)
     return Catalog(
         config=config,
         item_ids=tuple(f"I{i:05d}" for i in range(n_items)),
@@ -150,12 +176,13 @@ def build_catalog(config: CatalogConfig, seed: int) -> Catalog:
         relative_price=price / level[item_category],
         related=related,
         series_next=series_next,
-        transitions=transitions,
-        transition_cdf=cdf,
+        latent=latent,
+        category_centroid=centroid,
+        neighbours=neighbours,
+        neighbour_log_weight=log_weight,
         by_category=by_category,
         category_key=category_key,
-        transition_rows=transitions.tolist(),
-        transition_cdf_rows=cdf.tolist(),
+        neighbour_rows=neighbours.tolist(),
         relative_price_list=(price / level[item_category]).tolist(),
     )
 
@@ -232,18 +259,40 @@ def _complements(
     return np.where(own_item, by_category[np.minimum(redraw, n - 1)], complements)
 
 
-def _transition_rows(
-    config: CatalogConfig, series_next: NDArray[np.int32], complements: NDArray[np.int32]
+def unit_rows(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row scaled to unit length."""
+    norms: NDArray[np.float64] = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def _latent(
+    config: CatalogConfig, item_category: NDArray[np.int32], rng: np.random.Generator
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Unit category centroids and unit item vectors (centroid + noise)."""
+    d = config.latent_dim
+    centroid = unit_rows(rng.normal(size=(config.n_categories, d)))
+    noise = rng.normal(size=(config.n_items, d)) / np.sqrt(d)
+    return centroid, unit_rows(centroid[item_category] + config.item_latent_noise * noise)
+
+
+def _neighbour_rows(
+    config: CatalogConfig,
+    series_next: NDArray[np.int32],
+    complements: NDArray[np.int32],
+    latent: NDArray[np.float64],
 ) -> tuple[NDArray[np.int32], NDArray[np.float64]]:
-    """Rows of follow-up items and their cumulative weights (series volume first)."""
-    k = config.complements_per_item + 1
-    decay = np.arange(1, k + 1, dtype=np.float64) ** -config.complement_decay
-    weights = np.repeat((decay / decay.sum())[None, :], config.n_items, axis=0)
-    has_series = series_next >= 0
+    """Rows of neighbours (series volume first) and their log base weights: the next
+    volume gets `series_weight` of the mass, complements share the rest ∝
+    exp(similarity × cosine)."""
     rows = complements.astype(np.int32)
+    has_series = series_next >= 0
     rows[has_series, 0] = series_next[has_series]
-    tail = decay[1:] / decay[1:].sum() * (1.0 - config.series_weight)
-    weights[has_series] = np.r_[config.series_weight, tail]
-    cdf = np.cumsum(weights, axis=1)
-    cdf[:, -1] = 1.0
-    return rows, cdf
+    cosine = np.einsum("nd,nkd->nk", latent, latent[rows])
+    weights = np.exp(config.neighbour_similarity * cosine)
+    weights /= weights.sum(axis=1, keepdims=True)
+    tail = weights[has_series, 1:]
+    tail *= (1.0 - config.series_weight) / tail.sum(axis=1, keepdims=True)
+    weights[has_series] = np.concatenate(
+        (np.full((int(has_series.sum()), 1), config.series_weight), tail), axis=1
+    )
+    return rows, np.log(weights)

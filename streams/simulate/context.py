@@ -38,9 +38,10 @@ class BehaviourConfig:
     abandoned_cart: float = 0.25  # cart chance in sessions that do not buy, relative
     cart_thrift: float = 0.5  # × (price sensitivity + decline): dear items carted less
     click_shown: float = 0.7  # the first click is the last listed item
-    p_transition: float = 0.65  # next click follows the last item's transitions
-    p_carry: float = 0.4  # a listing view follows the last purchase's transitions
+    p_transition: float = 0.65  # next click follows the last item's neighbours
+    p_carry: float = 0.4  # a listing view follows the last purchase's neighbours
     p_repeat: float = 0.08  # a fresh pick is an item bought before
+    p_restock_repeat: float = 0.35  # the same in a restock visit: members rebuy staples
     off_rhythm: float = 0.1  # sessions at a uniform hour instead of the member's own
     gap_median_s: float = 25.0  # lognormal seconds between events of a session
     gap_sigma: float = 0.9

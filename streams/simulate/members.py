@@ -20,10 +20,13 @@ from memberpulse.streams.simulate.archetypes import (
     MemberConfig,
     Traits,
 )
-from memberpulse.streams.simulate.catalog import Catalog
+from memberpulse.streams.simulate.catalog import Catalog, unit_rows
 from memberpulse.streams.simulate.lives import Life, draw_life
 
 MEMBER_STREAM = 1
+#: Member tastes in the latent space have their own stream, so adding them moved no
+#: other draw of the member.
+TASTE_STREAM = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +45,16 @@ class Tastes:
     affinity_cdf: NDArray[np.float64]  # over categories
     drift_cdf: NDArray[np.float64]  # tastes during a decline: category drift
     week_drift: NDArray[np.float64]  # log-rate multiplier per week
+    taste_start: NDArray[np.float64]  # unit vector in the catalog's latent space, day 0
+    taste_end: NDArray[np.float64]  # where the taste has drifted to after `taste_drift_days`
+    taste_drift_days: float
+
+    def taste_level(self, day: NDArray[np.float64], levels: int) -> NDArray[np.int64]:
+        """How far the taste has drifted on each window day, in steps 0 (`taste_start`)
+        … levels − 1 (`taste_end`)."""
+        share = np.clip(np.asarray(day, dtype=np.float64) / self.taste_drift_days, 0.0, 1.0)
+        level: NDArray[np.int64] = np.rint(share * (levels - 1)).astype(np.int64)
+        return level
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +80,7 @@ def draw_plan(
     rng = np.random.default_rng([seed, MEMBER_STREAM, index])
     kind = _categorical(rng, mix.probabilities())
     archetype, traits = ARCHETYPES[kind], config.traits[kind]
-    tastes = _tastes(archetype, traits, n_days, config, catalog, rng)
+    tastes = _tastes(archetype, traits, n_days, config, catalog, rng, (seed, index))
     life = draw_life(archetype, traits, n_days, config, rng)
     return MemberPlan(index, member_id(index), archetype, tastes, life)
 
@@ -95,6 +108,7 @@ def _tastes(
     cfg: MemberConfig,
     catalog: Catalog,
     rng: np.random.Generator,
+    stream: tuple[int, int],
 ) -> Tastes:
     share = catalog.category_share
     alpha = np.maximum(cfg.affinity_concentration * len(share) * share, 1e-3)
@@ -108,17 +122,36 @@ def _tastes(
         drift.append(cfg.drift_ar * drift[-1] + shock)
     heavy_tail = float(rng.lognormal(0.0, cfg.rate_sigma))
     one_time = archetype == ONE_TIME
+    # Drawn in this order (the fields' order): the member's stream stays as it was.
+    buy = traits.buy if one_time else _beta(rng, traits.buy, cfg.concentration)
+    cycle_days = traits.cycle * float(rng.lognormal(0.0, cfg.cycle_sigma))
+    cart = _beta(rng, traits.cart, cfg.concentration)
+    click_mean = cfg.click_median * float(rng.lognormal(0.0, cfg.click_sigma))
+    sensitivity = traits.price_sensitivity * float(rng.lognormal(0, cfg.sensitivity_sigma))
+    preferred_hour = float((mode + rng.normal(0.0, cfg.hour_mode_sd)) % 24)
+    hour_sd = float(rng.uniform(*cfg.hour_sd))
+    affinity = rng.dirichlet(alpha)
+    drifted = rng.dirichlet(alpha)
+    seed, index = stream
+    taste_rng = np.random.default_rng([seed, TASTE_STREAM, index])
+    mean = affinity @ catalog.category_centroid
+    noise = taste_rng.normal(size=(2, len(mean))) / np.sqrt(len(mean))
+    start, end = unit_rows(mean + cfg.taste_noise * noise)
+    drift_median, drift_sigma = cfg.taste_drift_days
     return Tastes(
         rate=cfg.one_time_rate if one_time else traits.rate_mult * cfg.rate_median * heavy_tail,
-        buy=traits.buy if one_time else _beta(rng, traits.buy, cfg.concentration),
-        cycle_days=traits.cycle * float(rng.lognormal(0.0, cfg.cycle_sigma)),
-        cart=_beta(rng, traits.cart, cfg.concentration),
-        click_mean=cfg.click_median * float(rng.lognormal(0.0, cfg.click_sigma)),
-        price_sensitivity=traits.price_sensitivity * float(rng.lognormal(0, cfg.sensitivity_sigma)),
+        buy=buy,
+        cycle_days=cycle_days,
+        cart=cart,
+        click_mean=click_mean,
+        price_sensitivity=sensitivity,
         promo_boost=traits.promo_boost,
-        preferred_hour=float((mode + rng.normal(0.0, cfg.hour_mode_sd)) % 24),
-        hour_sd=float(rng.uniform(*cfg.hour_sd)),
-        affinity_cdf=_cdf(rng.dirichlet(alpha)),
-        drift_cdf=_cdf(rng.dirichlet(alpha)),
+        preferred_hour=preferred_hour,
+        hour_sd=hour_sd,
+        affinity_cdf=_cdf(affinity),
+        drift_cdf=_cdf(drifted),
         week_drift=np.asarray(drift),
+        taste_start=start,
+        taste_end=end,
+        taste_drift_days=drift_median * float(taste_rng.lognormal(0.0, drift_sigma)),
     )
