@@ -41,6 +41,10 @@ from memberpulse.models.timeutil import MS_PER_DAY
 PURCHASE_CODE: Final = EVENT_TYPES.index(PURCHASE)
 MAX_ITER: Final = 500
 START: Final = (1.0, 1.0, 1.0, 1.0)  # every parameter starts at 1 (log 0), as in lifetimes
+#: Parameters stay in [e^-b, e^b]: on a small log whose members all drop out alike, the
+#: likelihood keeps rising as a, b → ∞ with a/(a+b) fixed, and Beta functions of ~1e140
+#: overflow to nan. e^14 ≈ 1.2e6 is far beyond any fitted value in the literature.
+LOG_PARAM_BOUND: Final = 14.0
 
 
 class Summary(NamedTuple):
@@ -109,8 +113,9 @@ class BetaGeoNBD:
         def loss(log_params: NDArray[np.float64]) -> float:
             return -float(np.mean(_log_likelihood(np.exp(log_params), x, t_x, age)))
 
+        bounds = [(-LOG_PARAM_BOUND, LOG_PARAM_BOUND)] * len(START)
         result = optimize.minimize(
-            loss, np.log(START), method="L-BFGS-B", options={"maxiter": MAX_ITER}
+            loss, np.log(START), method="L-BFGS-B", bounds=bounds, options={"maxiter": MAX_ITER}
         )
         if not np.isfinite(result.fun):
             raise ValueError(f"BG/NBD fit did not converge: {result.message}")
@@ -253,7 +258,10 @@ class GammaGamma:
             return -float(np.mean(ll))
 
         start = np.log([1.0, 1.0, float(np.mean(monetary))])
-        result = optimize.minimize(loss, start, method="L-BFGS-B", options={"maxiter": MAX_ITER})
+        bounds = [(s - LOG_PARAM_BOUND, s + LOG_PARAM_BOUND) for s in start.tolist()]
+        result = optimize.minimize(
+            loss, start, method="L-BFGS-B", bounds=bounds, options={"maxiter": MAX_ITER}
+        )
         if not np.isfinite(result.fun):
             raise ValueError(f"Gamma-Gamma fit did not converge: {result.message}")
         p, q, gamma = (float(v) for v in np.exp(result.x))

@@ -93,6 +93,9 @@ class TrainConfig:
     # Extra weight of the latest position's target (the first event after the cutoff, what
     # serving ranks for) by the full softmax, on top of the every-position loss.
     latest_weight: float = 0.0
+    # The repeat scores (one scalar per event type and distance) learn this many times
+    # faster than the other parameters (see train._parameter_groups).
+    repeat_lr_scale: float = 30.0
     short_horizon_weight: float = 0.5  # weight of the shorter-horizon churn targets
     loo_windows: int = 8  # leave-one-out: sequence windows per member (see sequence_windows)
     eval_batch_size: int = 1024

@@ -41,6 +41,9 @@ class TrainingSettings(Section):
     latest_weight: float = Field(
         0.0, ge=0, description="extra weight of the next item after the cutoff (full softmax)"
     )
+    repeat_lr_scale: float = Field(
+        30.0, gt=0, description="learning rate of the repeat scores, × the learning rate"
+    )
     loo_epochs: int = Field(30, ge=1, description="epochs at most with --protocol leave-one-out")
     loo_patience: int = Field(
         5, ge=1, description="leave-one-out: epochs without a better validation NDCG@10"
@@ -107,6 +110,7 @@ class TrainingSettings(Section):
             threads=self.threads,
             sampled_negatives=self.sampled_negatives,
             latest_weight=self.latest_weight,
+            repeat_lr_scale=self.repeat_lr_scale,
             short_horizon_weight=self.short_horizon_weight,
             loo_windows=self.loo_windows,
             **overrides,

@@ -216,3 +216,22 @@ def test_shorter_horizon_targets_follow_the_days_to_the_first_purchase() -> None
         right = training._short_horizon_loss(model, z, batch, config)
     assert float(wrong) > 10
     assert float(right) < 1e-6
+
+
+def test_repeat_scores_learn_at_their_own_rate_and_every_parameter_is_optimised_once() -> None:
+    import torch
+
+    from memberpulse.models import train as training
+    from memberpulse.models.network import MemberTransformer, Vocabulary
+
+    config = replace(TINY_CONFIG, repeat_lr_scale=10.0)
+    vocab = Vocabulary(n_item_ids=300, first_item=258, n_categories=3, n_price_buckets=4,
+                       sequence_length=16)  # fmt: skip
+    model = MemberTransformer(config.network, vocab)
+    groups = training._parameter_groups(model, config)
+    optimiser = torch.optim.AdamW(groups, lr=config.learning_rate)
+    ids = [id(p) for group in optimiser.param_groups for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    rates = {id(p): group["lr"] for group in optimiser.param_groups for p in group["params"]}
+    assert rates[id(model.repeat)] == pytest.approx(10.0 * config.learning_rate)
+    assert rates[id(model.item.weight)] == pytest.approx(config.learning_rate)

@@ -43,7 +43,7 @@ FLAT_NAMES = (
     "train_horizon_days", "train_sequence_length", "train_stride_days",
     "train_min_item_count", "train_hash_buckets", "train_price_buckets", "train_threads",
     "train_validation", "train_sampled_negatives", "train_short_horizon_weight",
-    "train_latest_weight", "train_loo_epochs",
+    "train_latest_weight", "train_repeat_lr_scale", "train_loo_epochs",
     "train_loo_patience",
     "train_loo_windows", "train_sasrec_hidden", "train_sasrec_blocks", "train_sasrec_dropout",
     "train_sasrec_max_length", "train_sasrec_max_epochs", "train_sasrec_patience",

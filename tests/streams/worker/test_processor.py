@@ -129,8 +129,10 @@ def test_batches_flow_to_outputs_and_every_event_is_accounted_for(
     version = Registry(served_registry).current()
     assert {o["model_version"] for o in outputs} == {version}
 
-    # a recommendation never holds an item the member bought within the exclusion span
-    window = isolated.state.exclusion_days * MS_PER_DAY
+    # a recommendation never holds an item the member bought within the exclusion span:
+    # the last `exclusion_days` calendar days (UTC), today included, as the state keeps it
+    # (a rolling 30 × 24 h window would also count part of the day before the first)
+    span = isolated.state.exclusion_days
     for rec in (o for o in outputs if o["kind"] == RECOMMENDATION):
         now = rec["event_time"]
         bought = {
@@ -138,7 +140,8 @@ def test_batches_flow_to_outputs_and_every_event_is_accounted_for(
             for e in events
             if e.member_id == rec["member_id"]
             and e.type == "purchase"
-            and now - window < e.ts <= now
+            and day_of(now) - span < day_of(e.ts)
+            and e.ts <= now
         }
         listed = {item["item_id"] for item in rec["items"]}  # type: ignore[attr-defined]
         assert not listed & bought, (rec["member_id"], listed & bought)
