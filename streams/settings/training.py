@@ -49,6 +49,9 @@ class TrainingSettings(Section):
         5, ge=1, description="leave-one-out: epochs without a better validation NDCG@10"
     )
     loo_windows: int = Field(8, ge=1, description="leave-one-out: sequence windows per member")
+    loo_sampled_negatives: int = Field(
+        0, ge=0, description="leave-one-out: next-item sampled softmax size (0: full softmax)"
+    )
     validation: Literal["time", "members"] = Field(
         "members", description="hold out 10% of members (members) or the last horizon (time)"
     )
@@ -108,7 +111,7 @@ class TrainingSettings(Section):
             learning_rate=self.learning_rate,
             patience=self.loo_patience if loo else self.patience,
             threads=self.threads,
-            sampled_negatives=self.sampled_negatives,
+            sampled_negatives=self.loo_sampled_negatives if loo else self.sampled_negatives,
             latest_weight=self.latest_weight,
             repeat_lr_scale=self.repeat_lr_scale,
             short_horizon_weight=self.short_horizon_weight,

@@ -235,3 +235,70 @@ def test_repeat_scores_learn_at_their_own_rate_and_every_parameter_is_optimised_
     rates = {id(p): group["lr"] for group in optimiser.param_groups for p in group["params"]}
     assert rates[id(model.repeat)] == pytest.approx(10.0 * config.learning_rate)
     assert rates[id(model.item.weight)] == pytest.approx(config.learning_rate)
+
+
+@pytest.mark.parametrize("draws", [0, 16], ids=["full-softmax", "sampled-softmax"])
+def test_every_position_loss_adds_each_earlier_events_repeat_score_to_its_item(
+    draws: int,
+) -> None:
+    """The every-position next-item loss, against a reference built item by item: at
+    position j every candidate's logit is query · item + bias (− log Q for a draw) plus the
+    repeat score of each event l ≤ j holding that item; padding adds nothing; a draw equal
+    to the target is masked."""
+    import math
+
+    import torch
+    from torch.nn import functional as F
+
+    from memberpulse.models import train as training
+    from memberpulse.models.features import FeatureBatch
+    from memberpulse.models.network import MemberTransformer, Vocabulary
+
+    torch.manual_seed(3)
+    config = replace(TINY_CONFIG, sampled_negatives=draws)
+    first, n_items, length, rows = 10, 40, 6, 3
+    vocab = Vocabulary(n_item_ids=first + n_items, first_item=first, n_categories=3,
+                       n_price_buckets=4, sequence_length=length)  # fmt: skip
+    model = MemberTransformer(config.network, vocab)
+    with torch.no_grad():
+        model.repeat.copy_(torch.randn_like(model.repeat))
+        model.item_bias.copy_(torch.randn_like(model.item_bias))
+    items = torch.randint(first, first + n_items, (rows, length))
+    items[0, 4] = items[0, 1]  # a repeated item: its scores add up
+    items[1, 2] = 3  # not a catalogue item: no repeat score, no target
+    types = torch.randint(1, 4, (rows, length))
+    mask = torch.ones(rows, length, dtype=torch.bool)
+    mask[2, :2] = False  # padding
+    inputs: list[torch.Tensor | None] = [None] * len(FeatureBatch._fields)
+    inputs[training._ITEMS], inputs[training._TYPES], inputs[training._MASK] = items, types, mask
+    after = torch.tensor([5, -1, 7])
+    batch = training._Batch(inputs, torch.zeros(rows), torch.zeros(rows), after)  # type: ignore[arg-type]
+    events = torch.randn(rows, length, config.network.hidden)
+    counts = torch.randint(0, 9, (n_items,)).numpy()
+    log_q = training.sampling_log_q(counts, max(draws, 1))
+    torch.manual_seed(11)
+    with torch.no_grad():
+        loss = training._every_position_loss(model, events, batch, log_q, config)
+        torch.manual_seed(11)
+        negatives = torch.multinomial(torch.exp(log_q - math.log(max(draws, 1))), max(draws, 1),
+                                      replacement=True)  # fmt: skip
+        weights = model.repeat_weights(types)
+        catalogue, queries = model.catalogue(), model.item_query(events)
+        losses = []
+        for b in range(rows):
+            for j in range(length):
+                target = (after[b] if j == length - 1 else items[b, j + 1] - first)
+                if not mask[b, j] or target < 0:
+                    continue
+                logits = queries[b, j] @ catalogue.T + model.item_bias
+                for position in range(j + 1):
+                    if mask[b, position] and items[b, position] >= first:
+                        logits[items[b, position] - first] += weights[b, j, position]
+                if draws:
+                    wanted = logits[target] - log_q[target]
+                    drawn = logits[negatives] - log_q[negatives]
+                    drawn[negatives == target] = -math.inf
+                    logits, target = torch.cat([wanted.view(1), drawn]), torch.tensor(0)
+                losses.append(F.cross_entropy(logits.unsqueeze(0), target.view(1)))
+    assert len(losses) == rows * length - 2 - 2  # padding (2) and no catalogue target (2)
+    assert float(loss) == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)

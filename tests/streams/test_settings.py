@@ -44,7 +44,7 @@ FLAT_NAMES = (
     "train_min_item_count", "train_hash_buckets", "train_price_buckets", "train_threads",
     "train_validation", "train_sampled_negatives", "train_short_horizon_weight",
     "train_latest_weight", "train_repeat_lr_scale", "train_loo_epochs",
-    "train_loo_patience",
+    "train_loo_patience", "train_loo_sampled_negatives",
     "train_loo_windows", "train_sasrec_hidden", "train_sasrec_blocks", "train_sasrec_dropout",
     "train_sasrec_max_length", "train_sasrec_max_epochs", "train_sasrec_patience",
     "default_model_members", "default_model_days",
@@ -229,3 +229,13 @@ def test_stream_buffer_is_counted_in_records_whatever_an_item_holds() -> None:
     )
     # Per-message delivery: an item is one record.
     assert stream_buffer_items(Settings(worker_delivery="message")) == 4096
+
+
+def test_each_protocol_trains_with_its_own_softmax_size_epochs_and_patience() -> None:
+    training = Settings(train_sampled_negatives=256, train_loo_sampled_negatives=1024).training
+    time_protocol = training.config(protocol="time")
+    leave_one_out = training.config(protocol="leave-one-out")
+    assert (time_protocol.sampled_negatives, leave_one_out.sampled_negatives) == (256, 1024)
+    assert (time_protocol.epochs, leave_one_out.epochs) == (training.epochs, training.loo_epochs)
+    assert leave_one_out.patience == training.loo_patience
+    assert Settings().training.config(protocol="leave-one-out").sampled_negatives == 0  # full
