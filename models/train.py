@@ -555,31 +555,26 @@ def _every_position_loss(
     n_items = catalogue.shape[0]
     draws = config.sampled_negatives
     # Repeat scores (`MemberTransformer.add_history`) at every position: what the
-    # member's events up to j add to a candidate item, as (P, L) pairs of an event's
-    # catalogue position and its weight, scattered into the candidates' scores (O(P × L),
-    # never a (P, L, N) one-hot).
+    # member's events up to j add to a candidate item.
     items = batch.inputs[_ITEMS].long()
     first = model.vocab.first_item
     history = torch.where(batch.inputs[_MASK] & (items >= first), items - first, -1)  # (B, L)
-    held = history[known.nonzero(as_tuple=True)[0]]  # (P, L): the sequence of each position
-    repeat = model.repeat_weights(batch.inputs[_TYPES]).float()[known] * (held >= 0)  # (P, L)
+    weights = model.repeat_weights(batch.inputs[_TYPES]).float()  # (B, J, L)
     if draws <= 0 or n_items <= draws:
+        # Each position's (event item, weight) pairs scattered into its N logits: O(P × L),
+        # not the (B, L, N) one-hot product the sampled path can afford for S draws.
+        held = history[known.nonzero(as_tuple=True)[0]]  # (P, L): each position's sequence
+        repeat = weights[known] * (held >= 0)  # (P, L)
         scores = queries @ catalogue.T + model.item_bias
         scores = scores.scatter_add(1, held.clamp(min=0), repeat)
         return F.cross_entropy(scores, wanted)
     probabilities = torch.exp(log_q - math.log(draws))
     negatives = torch.multinomial(probabilities, draws, replacement=True)  # (S,)
-    repeat_positive = (repeat * (held == wanted.unsqueeze(1))).sum(-1)
-    # The repeat score of each draw: scattered into one column per distinct drawn item
-    # (column U: not drawn), then looked up per draw.
-    drawn, slot = torch.unique(negatives, return_inverse=True)  # (U,), (S,)
-    column = torch.full((n_items,), len(drawn), dtype=torch.long, device=held.device)
-    column[drawn] = torch.arange(len(drawn), device=held.device)
-    columns = torch.where(held >= 0, column[held.clamp(min=0)], len(drawn))  # (P, L)
-    compact = repeat.new_zeros(len(held), len(drawn) + 1).scatter_add(1, columns, repeat)
+    repeat_positive = (weights * (history.unsqueeze(1) == targets.unsqueeze(2))).sum(-1)[known]
+    matches = (history.unsqueeze(2) == negatives.view(1, 1, -1)).float()  # (B, L, S)
+    repeat_sampled = (weights @ matches)[known]  # (P, S)
     # Gathers as embedding lookups: their backward is deterministic on CPU (indexing's
     # accumulating scatter is not, and seeded runs must repeat exactly).
-    repeat_sampled = F.embedding(slot, compact.T).T  # (P, S)
     bias = model.item_bias.unsqueeze(1)
     positive = (queries * F.embedding(wanted, catalogue)).sum(-1)
     positive = positive + F.embedding(wanted, bias).squeeze(1) - log_q[wanted] + repeat_positive

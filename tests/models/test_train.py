@@ -287,7 +287,7 @@ def test_every_position_loss_adds_each_earlier_events_repeat_score_to_its_item(
         losses = []
         for b in range(rows):
             for j in range(length):
-                target = (after[b] if j == length - 1 else items[b, j + 1] - first)
+                target = after[b] if j == length - 1 else items[b, j + 1] - first
                 if not mask[b, j] or target < 0:
                     continue
                 logits = queries[b, j] @ catalogue.T + model.item_bias
