@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from memberpulse.models import metrics as m
 from memberpulse.models import sasrec
 from memberpulse.models.baselines import MarkovChain
 from memberpulse.models.clv import CustomerBase, summarise
@@ -135,23 +136,33 @@ def next_item_ranks(
     input_stops: NDArray[np.int64],
     targets: NDArray[np.int64],
     item_counts: NDArray[np.int64],
+    seen: m.SeenItems | None = None,
 ) -> dict[str, NDArray[np.int64]]:
     """Target ranks of each trained next-item baseline for `samples` (their rows).
 
-    `input_stops`: per sample, the exclusive end row of its input sequence in `log`.
+    `input_stops`: per sample, the exclusive end row of its input sequence in `log`;
+    `seen`: per sample, items left out of the rankings.
     """
     out: dict[str, NDArray[np.int64]] = {}
     if baselines.markov is not None:
         items = samples.features.items[:, -1].astype(np.int64)
         present = samples.features.mask[:, -1]
         last = np.where(present & (items >= spec.first_item), items - spec.first_item, -1)
-        out["markov"] = baselines.markov.ranks(last, targets, item_counts)
+        markov = baselines.markov
+        out["markov"] = markov.ranks(last, targets, item_counts)
+        if seen is not None:
+            out["markov"] = m.ranks_without_seen(
+                out["markov"],
+                targets,
+                seen,
+                lambda rows, items: markov.ranks(last[rows], items, item_counts),
+            )
     if baselines.sasrec is not None:
         positions = catalogue_positions(log, spec)
         length = baselines.sasrec.model.config.max_length
         starts = log.offsets[:-1][samples.member]
         inputs = sasrec.windows(positions, starts, input_stops, length, len(spec.items))
-        out["sasrec"] = baselines.sasrec.ranks(inputs, targets)
+        out["sasrec"] = baselines.sasrec.ranks(inputs, targets, seen)
     return out
 
 

@@ -4,6 +4,7 @@ Labels come from [T, T + H). `active_days` D adds the same report restricted to 
 active in the D days before T. With the `leave-one-out` protocol the next-item metrics
 follow the sequential-recommendation literature instead (each member's last event is the
 target, full ranking over the catalogue); churn and spend stay on the time protocol.
+`exclude_seen` leaves each member's earlier items out of every next-item ranking.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from typing import Any, Final
 
 import numpy as np
+from numpy.typing import NDArray
 
 from memberpulse.models import baseline_suite
 from memberpulse.models.bundle import Bundle
 from memberpulse.models.config import Protocol, TrainConfig
 from memberpulse.models.dataset import Samples, build_prefix_samples, build_samples
 from memberpulse.models.eventlog import EventLog
+from memberpulse.models.metrics import SeenItems
 from memberpulse.models.report import External, evaluate_samples
 from memberpulse.models.snapshot import StateSpec
 from memberpulse.models.timeutil import MS_PER_DAY, to_iso
@@ -37,8 +40,14 @@ def evaluate(
     horizon_days: int | None = None,
     active_days: float | None = None,
     protocol: Protocol = "time",
+    exclude_seen: bool = False,
 ) -> dict[str, Any]:
-    """The evaluation report (the JSON of `memberpulse evaluate --json`)."""
+    """The evaluation report (the JSON of `memberpulse evaluate --json`).
+
+    `exclude_seen`: every next-item ranking leaves out the items the member had before
+    the target (the full-sort convention of RecBole and of SASRec's own evaluation, for
+    logs where an item is never a member's target twice); by default everything is
+    ranked, repeats included."""
     horizon = bundle.horizon_days if horizon_days is None else horizon_days
     at = default_at(log, horizon) if at is None else at
     until = int(bundle.config["until"])
@@ -59,21 +68,24 @@ def evaluate(
     counts = np.asarray(bundle.baselines["item_counts"], dtype=np.int64)
     samples = build_samples(log, [at], horizon, bundle.spec, state)
     external = _external(bundle, log, samples, at, horizon)
+    stops = baseline_suite.rows_before(log, at)[samples.member]
+    seen = _seen(log, bundle, samples, stops) if exclude_seen else None
     external.ranks.update(
         baseline_suite.next_item_ranks(
             next_baselines,
             log,
             bundle.spec,
             samples,
-            baseline_suite.rows_before(log, at)[samples.member],
+            stops,
             np.where(samples.next_item >= 0, samples.next_item, -1),
             counts,
+            seen,
         )
     )
     if next_baselines.sasrec is not None:
         external.info["sasrec"] = {"epochs_run": next_baselines.sasrec.epochs_run}
     report, _ = evaluate_samples(
-        bundle.model, samples, bundle.spec, bundle.baselines, config, device, external
+        bundle.model, samples, bundle.spec, bundle.baselines, config, device, external, seen
     )
     if active_days is not None:
         rows = np.flatnonzero(samples.idle_days <= active_days)
@@ -85,24 +97,35 @@ def evaluate(
             config,
             device,
             external.take(rows),
+            None if seen is None else seen.take(rows),
         )
         report["active"] = {"days": active_days, **sub}
     if protocol == "leave-one-out":
         loo = leave_one_out_samples(log, bundle, state)
         loo_external = External(info=external.info)
+        loo_stops = log.offsets[1:][loo.member] - LOO_TARGET
+        loo_seen = _seen(log, bundle, loo, loo_stops) if exclude_seen else None
         loo_external.ranks.update(
             baseline_suite.next_item_ranks(
                 next_baselines,
                 log,
                 bundle.spec,
                 loo,
-                log.offsets[1:][loo.member] - LOO_TARGET,
+                loo_stops,
                 np.where(loo.next_item >= 0, loo.next_item, -1),
                 counts,
+                loo_seen,
             )
         )
         loo_report, _ = evaluate_samples(
-            bundle.model, loo, bundle.spec, bundle.baselines, config, device, loo_external
+            bundle.model,
+            loo,
+            bundle.spec,
+            bundle.baselines,
+            config,
+            device,
+            loo_external,
+            loo_seen,
         )
         report["next_item"] = loo_report["next_item"]
         if at < until:  # the model saw [T, until): churn and spend there would flatter it
@@ -111,8 +134,15 @@ def evaluate(
         report["verdicts"] = [v for v in loo_report["verdicts"] if v.startswith("next item")] + [
             v for v in report["verdicts"] if not v.startswith("next item") and at >= until
         ]
+    report["next_item"]["exclude_seen"] = exclude_seen
     report.update(at=to_iso(at), horizon_days=horizon, protocol=protocol, model=str(bundle.path))
     return report
+
+
+def _seen(log: EventLog, bundle: Bundle, samples: Samples, stops: NDArray[np.int64]) -> SeenItems:
+    """Per sample, the catalogue items of its member's log rows before `stops`."""
+    positions = baseline_suite.catalogue_positions(log, bundle.spec)
+    return SeenItems.of_rows(positions, log.offsets[:-1][samples.member], stops)
 
 
 def _external(bundle: Bundle, log: EventLog, samples: Samples, at: int, horizon: int) -> External:

@@ -8,8 +8,8 @@ is not 0/1 or a score is not finite. Definitions follow sklearn where one exists
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -21,6 +21,7 @@ _DCG_OFFSET: Final = 2  # ndcg gain 1 / log2(rank + 2): rank 0 (the top) has gai
 __all__ = [
     "DEFAULT_BINS",
     "NOT_RANKABLE",
+    "SeenItems",
     "brier",
     "calibration_curve",
     "ece",
@@ -28,6 +29,7 @@ __all__ = [
     "ndcg_at_k",
     "pr_auc",
     "ranks_of_targets",
+    "ranks_without_seen",
     "recall_at_k",
     "recall_curve",
     "rmse",
@@ -212,11 +214,77 @@ def rmse(y_true: ArrayLike, y_pred: ArrayLike) -> float:
 # -- single-target ranking ------------------------------------------------------------------
 
 
-def ranks_of_targets(scores: NDArray[np.floating[Any]], targets: ArrayLike) -> NDArray[np.int64]:
+class SeenItems(NamedTuple):
+    """Per row, the items a ranking leaves out (the member's earlier items, the literature's
+    full-sort convention): row i's are `items[indptr[i]:indptr[i + 1]]`, catalogue
+    positions (−1 entries ignored)."""
+
+    indptr: NDArray[np.int64]
+    items: NDArray[np.int64]
+
+    @classmethod
+    def of_rows(
+        cls, positions: NDArray[np.int64], starts: ArrayLike, stops: ArrayLike
+    ) -> SeenItems:
+        """Row i: `positions[starts[i]:stops[i]]` (e.g. a member's log rows before a stop)."""
+        begin, end = np.asarray(starts, dtype=np.int64), np.asarray(stops, dtype=np.int64)
+        lengths = np.maximum(end - begin, 0)
+        indptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        within = np.arange(int(indptr[-1])) - np.repeat(indptr[:-1], lengths)
+        rows = np.repeat(begin, lengths) + within
+        return cls(indptr, np.asarray(positions, dtype=np.int64)[rows])
+
+    def take(self, rows: ArrayLike) -> SeenItems:
+        """The entries of `rows`, in that order."""
+        picked = np.asarray(rows, dtype=np.int64)
+        return SeenItems.of_rows(self.items, self.indptr[picked], self.indptr[picked + 1])
+
+    def masked(self, scores: NDArray[Any], targets: NDArray[np.int64]) -> NDArray[Any]:
+        """A copy of (n, n_items) `scores` with each row's seen items at −inf, except its
+        own target (a repeat target stays rankable)."""
+        if len(self.indptr) != len(scores) + 1:
+            raise ValueError(f"seen items: {len(self.indptr) - 1} rows for {len(scores)} scores")
+        out = np.array(scores, dtype=np.float64 if scores.dtype == np.float64 else np.float32)
+        rows = np.repeat(np.arange(len(scores)), np.diff(self.indptr))
+        keep = (self.items >= 0) & (self.items != np.asarray(targets)[rows])
+        out[rows[keep], self.items[keep]] = -np.inf
+        return out
+
+
+def ranks_without_seen(
+    ranks: ArrayLike,
+    targets: ArrayLike,
+    seen: SeenItems,
+    rank_of: Callable[[NDArray[np.int64], NDArray[np.int64]], ArrayLike],
+) -> NDArray[np.int64]:
+    """`ranks` of each row's target with its seen items left out, for a ranking known only
+    through its ranks: `rank_of(rows, items)` gives the rank of `items[j]` in row `rows[j]`
+    (a total order, as `ranks_of_targets`'s), and each seen item ranked ahead of the target
+    moves it up one place. Misses (rank n_items) stay misses."""
+    rank = np.asarray(ranks, dtype=np.int64)
+    target = np.asarray(targets, dtype=np.int64)
+    rows = np.repeat(np.arange(len(rank)), np.diff(seen.indptr))
+    keep = (seen.items >= 0) & (seen.items != target[rows])
+    rows, items = rows[keep], seen.items[keep]
+    if len(rows):
+        span = int(items.max()) + 1
+        unique = np.unique(rows * span + items)  # an item seen twice counts once
+        rows, items = unique // span, unique % span
+    ahead = np.asarray(rank_of(rows, items), dtype=np.int64) < rank[rows]
+    moved = np.bincount(rows[ahead], minlength=len(rank))
+    hit = target != NOT_RANKABLE
+    out: NDArray[np.int64] = np.where(hit, rank - moved, rank).astype(np.int64)
+    return out
+
+
+def ranks_of_targets(
+    scores: NDArray[np.floating[Any]], targets: ArrayLike, seen: SeenItems | None = None
+) -> NDArray[np.int64]:
     """0-based rank of each row's target among its item scores (ties: lower index first).
 
     rank = #items scored strictly higher + #items scored equal with a lower index, so the
     result is deterministic. A target of `NOT_RANKABLE` (−1) gets rank n_items: a miss.
+    With `seen`, each row's seen items (other than its target) are left out of the ranking.
     """
     scores = np.asarray(scores)
     target = np.asarray(targets)
@@ -230,6 +298,8 @@ def ranks_of_targets(scores: NDArray[np.floating[Any]], targets: ArrayLike) -> N
         raise ValueError(f"targets: expected values in [-1, {n_items}), got {target.min()}..")
     if np.isnan(scores).any():
         raise ValueError("scores: expected no NaN (a NaN compares false and would rank first)")
+    if seen is not None:
+        scores = seen.masked(scores, target)
     rankable = target != NOT_RANKABLE
     safe = np.where(rankable, target, 0)
     own = np.take_along_axis(scores, safe[:, None], axis=1)  # (n, 1)

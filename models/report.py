@@ -75,9 +75,14 @@ class Curves(NamedTuple):
 
 @torch.no_grad()
 def predict(
-    model: MemberTransformer, samples: Samples, batch_size: int, device: torch.device
+    model: MemberTransformer,
+    samples: Samples,
+    batch_size: int,
+    device: torch.device,
+    seen: m.SeenItems | None = None,
 ) -> Predictions:
-    """Churn probability, expected spend and next-item target ranks, batch by batch."""
+    """Churn probability, expected spend and next-item target ranks, batch by batch (with
+    `seen`, one entry per sample: those items left out of each ranking)."""
     model.eval().to(device)
     churn, spend, ranks = [], [], []
     targets = np.where(samples.next_item >= 0, samples.next_item, -1)
@@ -90,7 +95,9 @@ def predict(
         churn.append(torch.sigmoid(out.churn_logit.float()).cpu().numpy())
         spend.append((torch.exp(out.spend_log.float()) * scale).cpu().numpy())
         scores = out.item_scores.float().cpu().numpy()
-        ranks.append(m.ranks_of_targets(scores, targets[rows]))
+        ranks.append(
+            m.ranks_of_targets(scores, targets[rows], None if seen is None else seen.take(rows))
+        )
     return Predictions(
         np.concatenate(churn).astype(np.float64),
         np.concatenate(spend).astype(np.float64),
@@ -106,10 +113,15 @@ def evaluate_samples(
     config: TrainConfig,
     device: torch.device,
     external: External | None = None,
+    seen: m.SeenItems | None = None,
 ) -> tuple[dict[str, Any], Curves]:
-    """Model and baseline metrics on `samples` (the JSON layout of `memberpulse evaluate`)."""
+    """Model and baseline metrics on `samples` (the JSON layout of `memberpulse evaluate`).
+
+    With `seen` (one entry per sample), every next-item ranking leaves those items out
+    (`external`'s ranks must have been computed the same way), and the "recent items"
+    baseline, which ranks only seen items ahead of the rest, is not reported."""
     external = external or External()
-    pred = predict(model, samples, config.eval_batch_size, device)
+    pred = predict(model, samples, config.eval_batch_size, device, seen)
     y = samples.churn.astype(np.float64)
     rfm = LogisticRegression.from_dict(baselines["rfm"])
     rfm_prob = rfm.predict_proba(rfm_features(*samples.rfm.T))
@@ -125,16 +137,20 @@ def evaluate_samples(
     has_next = samples.next_item != -2
     counts = np.asarray(baselines["item_counts"], dtype=np.int64)
     targets = np.where(samples.next_item >= 0, samples.next_item, -1)[has_next]
-    histories = _histories(samples, spec)
-    ranks = {
-        "model": pred.ranks[has_next],
-        "popularity": popularity_ranks(counts, targets),
-        "recent": recent_ranks([histories[i] for i in np.flatnonzero(has_next)], targets, counts),
-    }
+    rows = np.flatnonzero(has_next)
+    kept = None if seen is None else seen.take(rows)
+    ranks = {"model": pred.ranks[has_next], "popularity": popularity_ranks(counts, targets)}
+    if kept is None:
+        histories = _histories(samples, spec)
+        ranks["recent"] = recent_ranks([histories[i] for i in rows], targets, counts)
+    else:
+        ranks["popularity"] = m.ranks_without_seen(
+            ranks["popularity"], targets, kept, lambda _, items: popularity_ranks(counts, items)
+        )
     table = model_transitions(model)
     if table is not None:
         ranks["transitions"] = transition_ranks(
-            table, samples.features.take(np.flatnonzero(has_next)), targets, counts
+            table, samples.features.take(rows), targets, counts, kept
         )
     for name, external_ranks in external.ranks.items():
         ranks[name] = external_ranks[has_next]
@@ -222,16 +238,23 @@ def model_transitions(model: MemberTransformer) -> Transitions | None:
 
 
 def transition_ranks(
-    table: Transitions, features: FeatureBatch, targets: NDArray[np.int64], counts: NDArray[Any]
+    table: Transitions,
+    features: FeatureBatch,
+    targets: NDArray[np.int64],
+    counts: NDArray[Any],
+    seen: m.SeenItems | None = None,
 ) -> NDArray[np.int64]:
     """Target ranks under the table alone (the last purchase's most frequent follow-ups;
-    popularity breaks ties, far below the smallest step between two table weights)."""
+    popularity breaks ties, far below the smallest step between two table weights);
+    `seen` items left out."""
     tie_break = TIE_BREAK * np.log1p(counts) / max(float(np.log1p(counts).max()), 1.0)
     ranks = []
     for start in range(0, features.rows, RANK_CHUNK):
         rows = np.arange(start, min(start + RANK_CHUNK, features.rows))
         scores = table_scores(table, features.take(rows), len(counts)) + tie_break
-        ranks.append(m.ranks_of_targets(scores, targets[rows]))
+        ranks.append(
+            m.ranks_of_targets(scores, targets[rows], None if seen is None else seen.take(rows))
+        )
     return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 

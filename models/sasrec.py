@@ -129,9 +129,15 @@ class FittedSASRec:
     valid_ndcg: float
     seconds: float
 
-    def ranks(self, windows: NDArray[np.int64], targets: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Rank of each target (catalogue position; −1 = outside: a miss) given windows."""
-        return _ranks(self.model, windows, targets)
+    def ranks(
+        self,
+        windows: NDArray[np.int64],
+        targets: NDArray[np.int64],
+        seen: m.SeenItems | None = None,
+    ) -> NDArray[np.int64]:
+        """Rank of each target (catalogue position; −1 = outside: a miss) given windows,
+        `seen` items left out."""
+        return _ranks(self.model, windows, targets, seen=seen)
 
     def summary(self) -> dict[str, Any]:
         """`epochs_run`, the best epoch, its validation NDCG@10 and the hyper-parameters."""
@@ -277,6 +283,7 @@ def _ranks(
     targets: NDArray[np.int64],
     batch_size: int = 1024,
     device: torch.device | None = None,
+    seen: m.SeenItems | None = None,
 ) -> NDArray[np.int64]:
     model.eval()
     device = device or next(model.parameters()).device
@@ -284,5 +291,7 @@ def _ranks(
     for start in range(0, len(inputs), batch_size):
         chunk = torch.as_tensor(inputs[start : start + batch_size], device=device)
         scores = model.scores(chunk).float().cpu().numpy()
-        out.append(m.ranks_of_targets(scores, targets[start : start + batch_size]))
+        rows = np.arange(start, min(start + batch_size, len(inputs)))
+        part = None if seen is None else seen.take(rows)
+        out.append(m.ranks_of_targets(scores, targets[rows], part))
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

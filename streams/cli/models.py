@@ -118,6 +118,14 @@ def evaluate(
         float | None, typer.Option(min=0, help="Also report members active in the D days before T.")
     ] = None,
     protocol: ProtocolOption = "time",
+    exclude_seen: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-seen",
+            help="Leave each member's earlier items out of every next-item ranking "
+            "(RecBole's full-sort convention, for logs without repeats).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Score every member as of T (events before T only) against labels in [T, T+H)."""
@@ -135,6 +143,7 @@ def evaluate(
         horizon_days,
         active_days,
         _protocol(protocol),
+        exclude_seen,
     )
     if as_json:
         context.print_json(report, numpy=True)

@@ -233,3 +233,57 @@ def test_ranking_metrics_reject_bad_input() -> None:
         m.ndcg_at_k(np.array([0]), 0)
     with pytest.raises(ValueError, match="non-negative integers"):
         m.recall_at_k(np.array([-1]), 5)
+
+
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
+        elements=st.sampled_from([-1.0, 0.0, 0.5, 2.0]),
+    ),
+    st.data(),
+)
+def test_ranks_with_seen_items_left_out_equal_ranking_the_other_items(
+    scores: np.ndarray, data: st.DataObject
+) -> None:
+    """Leaving a row's seen items out (its target excepted) ranks the target as if those
+    columns were not there; from scores and from ranks alone alike."""
+    n, n_items = scores.shape
+    targets = np.array(
+        data.draw(st.lists(st.integers(-1, n_items - 1), min_size=n, max_size=n)), dtype=np.int64
+    )
+    rows = [
+        data.draw(st.lists(st.integers(-1, n_items - 1), max_size=2 * n_items)) for _ in range(n)
+    ]
+    seen = m.SeenItems(
+        np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64),
+        np.array([i for r in rows for i in r], dtype=np.int64),
+    )
+    expected = []
+    for i in range(n):
+        if targets[i] < 0:
+            expected.append(n_items)
+            continue
+        kept = [j for j in range(n_items) if j not in rows[i] or j == targets[i]]
+        expected.append(
+            int(brute_ranks(scores[i : i + 1, kept], np.array([kept.index(targets[i])]))[0])
+        )
+    by_scores = m.ranks_of_targets(scores, targets, seen)
+    np.testing.assert_array_equal(by_scores, expected)
+    by_ranks = m.ranks_without_seen(
+        m.ranks_of_targets(scores, targets),
+        targets,
+        seen,
+        lambda r, items: m.ranks_of_targets(scores[r], items),
+    )
+    np.testing.assert_array_equal(by_ranks, expected)
+
+
+def test_seen_items_of_log_rows_and_their_subsets() -> None:
+    positions = np.array([4, 2, -1, 7, 7, 1], dtype=np.int64)
+    seen = m.SeenItems.of_rows(positions, [0, 3, 5], [3, 5, 5])
+    assert seen.indptr.tolist() == [0, 3, 5, 5]
+    assert seen.items.tolist() == [4, 2, -1, 7, 7]
+    picked = seen.take([2, 1])
+    assert picked.indptr.tolist() == [0, 0, 2]
+    assert picked.items.tolist() == [7, 7]

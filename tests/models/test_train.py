@@ -176,6 +176,31 @@ def test_leave_one_out_protocol(log_path: Path, tmp_path: Path) -> None:
     assert {"recall@10", "ndcg@10"} <= set(report["next_item"]["baselines"]["markov"])
     assert all(v.startswith("next item") for v in report["verdicts"])
     assert result.metrics["training"]["sasrec"]["hyperparameters"]["hidden"] == 16
+    assert report["next_item"]["exclude_seen"] is False
+
+
+def test_leaving_seen_items_out_never_ranks_a_target_lower(log_path: Path, tmp_path: Path) -> None:
+    """--exclude-seen (RecBole's full-sort convention): every ranker's figures are at least
+    those of the full ranking, popularity's strictly higher (members saw popular items),
+    and "recent items", which ranks only seen items first, is not reported."""
+    log = load_events(log_path)
+    train(log, tmp_path / "m", replace(TINY_CONFIG, protocol="leave-one-out"), StateSpec())
+    bundle = load_bundle(tmp_path / "m")
+    full = evaluate(bundle, log, protocol="leave-one-out")["next_item"]
+    left_out = evaluate(bundle, log, protocol="leave-one-out", exclude_seen=True)["next_item"]
+    assert left_out["exclude_seen"] is True
+    assert "recent" in full["baselines"]
+    assert "recent" not in left_out["baselines"]
+    assert left_out["n_targets"] == full["n_targets"]
+    pairs = [(left_out["model"], full["model"])] + [
+        (figures, full["baselines"][name]) for name, figures in left_out["baselines"].items()
+    ]
+    for masked, plain in pairs:
+        for key in ("recall@10", "ndcg@10"):
+            assert masked[key] >= plain[key] - 1e-12
+    assert (
+        left_out["baselines"]["popularity"]["ndcg@10"] > full["baselines"]["popularity"]["ndcg@10"]
+    )
 
 
 def test_time_protocol_trains_sasrec_only_when_asked(log_path: Path, tmp_path: Path) -> None:
