@@ -95,7 +95,8 @@ def _start_redis(settings: Settings) -> stack.ProcessRecord:
         "--port", str(port),
         "--bind", stack.LOOPBACK,
         "--save", "",
-        "--appendonly", "no",
+        "--appendonly", "yes" if settings.stack.redis_appendonly else "no",
+        "--appendfsync", settings.stack.redis_appendfsync,
         "--dir", str(workdir),
     ]  # fmt: skip
     record = stack.spawn(stack.REDIS, command, port, stack.stack_dir(settings) / "redis.log")

@@ -124,7 +124,8 @@ class MemoryState:
         for item in items:
             source = (item.topic, item.partition)
             if source in member.offsets and item.offset <= member.offsets[source]:
-                continue  # redelivered: applied (or refused) already
+                result.redelivered += 1  # applied (or refused) already
+                continue
             member.offsets[source] = item.offset
             fresh.append(item)
         before = len(member.admitted)
@@ -136,7 +137,7 @@ class MemoryState:
         member.admitted = admitted
         too_late = _sourced(fresh, late)
         result.applied += len(admitted) - before
-        result.duplicates += len(items) - (len(admitted) - before) - len(too_late)
+        result.duplicates += len(fresh) - (len(admitted) - before) - len(too_late)
         result.too_late += too_late
         if len(admitted) > before:
             result.changed.add(member_id)

@@ -354,6 +354,8 @@ class RedisState:
                 result.changed.add(member)
             elif status == "l":
                 result.too_late.append(item)
+            elif status == "o":
+                result.redelivered += 1
             else:
                 result.duplicates += 1
 

@@ -39,7 +39,8 @@ class ApplyResult:
     pending_outbox: dict[str, dict[str, bytes]] = field(default_factory=dict)
     idle_due: dict[str, MemberSnapshot] = field(default_factory=dict)
     applied: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # events whose id was in the member's state, at a new offset
+    redelivered: int = 0  # records at or below the highest offset applied from their source
     too_late: list[SourcedEvent] = field(default_factory=list)
     now: dict[str, int] = field(default_factory=dict)  # the event time of each snapshot
     partitions: dict[str, int] = field(default_factory=dict)  # each snapshot's partition
@@ -56,7 +57,13 @@ class RecordResult:
 
 
 class StateStore(Protocol):
-    """Member state behind an interface, so the app can be tested against any store."""
+    """Member state behind an interface, so the app can be tested against any store.
+
+    `apply` takes each topic partition's events in offset order (whatever the order
+    across partitions): a record at or below the highest offset applied from its topic
+    partition is a redelivery, so one that overtook an earlier record would make that
+    record look redelivered (the worker's time aligner keeps that order).
+    """
 
     def apply(
         self,

@@ -10,7 +10,12 @@ delivered a record at least as late (each topic partition is in production order
 free time (wall time minus time spent processing). Each condition alone fails on a
 backlog or on tansu's under-counting watermarks; together, a partition behind on a
 backlog is never idle and a live quiet one costs the others at most `idle_ms`. Released
-records leave in event-time order; dead letters (no event time, ts < 0) go out with the
+records leave merged by event time across topic partitions, each topic partition's own
+records in offset order (Kafka Streams picks its next record the same way, by the head
+timestamps of its partition queues): the state layer takes a record at or below the
+highest offset it applied from a topic partition for a redelivery, so a late event — a
+higher offset with an earlier ts — sorted ahead of the records before it would make them
+look redelivered and lose them. Dead letters (no event time, ts < 0) go out with the
 records before them and never move a frontier.
 
 Alignment need not be exact: the state layer puts an event up to the lateness bound L
@@ -30,6 +35,7 @@ are never committed past them.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections import Counter, deque
@@ -107,9 +113,10 @@ class TimeAligner(Generic[H]):
         self._busy_s += seconds
 
     def release(self, caught_up: CaughtUp) -> list[tuple[InRecord, int, H]]:
-        """What may go now, in event-time order: records at most the slack ahead of every
-        topic's frontier, plus any forced out by the `max_held` bound."""
-        released: list[tuple[InRecord, int, H]] = []
+        """What may go now: records at most the slack ahead of every topic's frontier, plus
+        any forced out by the `max_held` bound; merged by event time, each topic partition
+        in offset order."""
+        runs: dict[tuple[str, int], list[tuple[InRecord, int, H]]] = {}
         now = self._clock()
         for partition in sorted({p for _t, p in self._queues}):
             frontier = self._frontier(partition, now, caught_up)
@@ -121,25 +128,27 @@ class TimeAligner(Generic[H]):
                 # first record past the frontier ends the scan (a later one that is not
                 # past it waits for the next release). Each call costs what it releases,
                 # not what is held (a full rescan took 0.2–0.4 s with 16k records held).
+                run = runs.setdefault((topic, partition), [])
                 while queue and (queue[0][1] <= frontier or queue[0][1] < 0):
-                    released.append(queue.popleft())  # ts < 0: a dead letter, no event time
+                    run.append(queue.popleft())  # ts < 0: a dead letter, no event time
         over = self.held - self._max_held if self._max_held is not None else 0
         if over > 0:
-            released += self._force(over)
-        released.sort(key=lambda item: item[1])  # stable: offset order on ties
-        return released
+            self._force(over, runs)
+        # Each run is one topic partition's prefix in offset order; the merge only ever
+        # takes a run's head, so that order survives whatever the timestamps inside it.
+        return list(heapq.merge(*runs.values(), key=lambda item: item[1]))
 
-    def _force(self, count: int) -> list[tuple[InRecord, int, H]]:
-        """The `count` earliest held records, whatever the frontier (queues stay in order)."""
-        forced: list[tuple[InRecord, int, H]] = []
-        while len(forced) < count:
+    def _force(
+        self, count: int, runs: dict[tuple[str, int], list[tuple[InRecord, int, H]]]
+    ) -> None:
+        """Move the `count` earliest held heads into `runs`, whatever the frontier."""
+        for _ in range(count):
             tp = min(
                 (tp for tp, queue in self._queues.items() if queue),
                 key=lambda tp: self._queues[tp][0][1],
             )
-            forced.append(self._queues[tp].popleft())
-        self.forced += len(forced)
-        return forced
+            runs.setdefault(tp, []).append(self._queues[tp].popleft())
+        self.forced += count
 
     def drop(self, partitions: Iterable[tuple[str, int]]) -> int:
         """Forget revoked topic partitions (their records were never acknowledged)."""

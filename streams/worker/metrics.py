@@ -19,7 +19,13 @@ EVENTS = Counter("memberpulse_events_total", "Input events decoded, by type", ["
 DLQ = Counter("memberpulse_dlq_total", "Input records dead-lettered, by reason", ["reason"])
 APPLIED = Counter("memberpulse_events_applied_total", "Events applied to member state")
 DUPLICATES = Counter(
-    "memberpulse_duplicates_total", "Redelivered or repeated events skipped by the state"
+    "memberpulse_duplicates_total",
+    "Events skipped by the state: their id was applied already, at another offset",
+)
+REDELIVERED = Counter(
+    "memberpulse_redelivered_total",
+    "Input records read again (a retried batch, a restart, a rebalance) after they were "
+    "applied or dead-lettered: skipped, not counted twice",
 )
 BATCH_SIZE = Histogram(
     "memberpulse_batch_size", "Input records per micro-batch", buckets=_BATCH_BUCKETS

@@ -83,6 +83,7 @@ class BatchReport:
     records: int = 0
     applied: int = 0
     duplicates: int = 0
+    redelivered: int = 0  # records this worker had processed already (retry, rebalance)
     dead_letters: Counter[str] = field(default_factory=Counter)
     scored: int = 0
     idle_checked: int = 0
@@ -139,6 +140,10 @@ class BatchProcessor:
         self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
         self._recorded = 0
+        # (topic, partition) → the highest offset of a batch that returned: records at or
+        # below it come again only by redelivery (each topic partition arrives in offset
+        # order), and their dead letters were confirmed by the broker already.
+        self._processed: dict[tuple[str, int], int] = {}
         self._refreshed_at = -math.inf
         self.recent: deque[Output] = deque(maxlen=_RECENT_KEPT)
 
@@ -199,7 +204,7 @@ class BatchProcessor:
                 self._policy.rearm_threshold,
             )
         received = self._clock()
-        events, dead = self._split(items)
+        events, dead, report.redelivered = self._split(items)
 
         partitions = sorted({r.partition for r in records} | set(idle_partitions))
         budget = self._policy.coupons.budget.name
@@ -215,6 +220,7 @@ class BatchProcessor:
         )
         self._confirmed = {}
         report.applied, report.duplicates = result.applied, result.duplicates
+        report.redelivered += result.redelivered
         if result.too_late:
             by_position = {(r.topic, r.partition, r.offset): r for r in records}
             dead += [self._too_late(item, by_position, received) for item in result.too_late]
@@ -279,6 +285,10 @@ class BatchProcessor:
         report.idle_checked = len(set(result.idle_due) & set(members))
         report.coupons_refused = len(refused)
         report.round_trips = getattr(self._store, "round_trips", 0) - before
+        for record in records:
+            source = (record.topic, record.partition)
+            if record.offset > self._processed.get(source, -1):
+                self._processed[source] = record.offset
         self._count(report, events)
         return report
 
@@ -288,20 +298,26 @@ class BatchProcessor:
 
     # --- stages -------------------------------------------------------------------------
 
-    def _split(self, items: Sequence[Decoded]) -> tuple[list[SourcedEvent], list[DeadLetter]]:
-        """Events (advancing their partition's event time) and dead letters."""
+    def _split(self, items: Sequence[Decoded]) -> tuple[list[SourcedEvent], list[DeadLetter], int]:
+        """Events (advancing their partition's event time), dead letters, and how many
+        dead letters this worker had confirmed already (redelivered: not sent again)."""
         events: list[SourcedEvent] = []
         dead: list[DeadLetter] = []
+        again = 0
         clock = self.event_time
+        processed = self._processed
         for item in items:
             decoded, record = item.result, item.record
             if isinstance(decoded, DeadLetter):
-                dead.append(decoded)
+                if record.offset <= processed.get((record.topic, record.partition), -1):
+                    again += 1
+                else:
+                    dead.append(decoded)
                 continue
             events.append(SourcedEvent(decoded, record.topic, record.partition, record.offset))
             if decoded.ts > clock.get(record.partition, 0):
                 clock[record.partition] = decoded.ts
-        return events, dead
+        return events, dead, again
 
     def _too_late(
         self, item: SourcedEvent, records: dict[tuple[str, int, int], InRecord], received: int
@@ -458,6 +474,7 @@ class BatchProcessor:
             metrics.DLQ.labels(reason).inc(n)
         metrics.APPLIED.inc(report.applied)
         metrics.DUPLICATES.inc(report.duplicates)
+        metrics.REDELIVERED.inc(report.redelivered)
         metrics.SCORED.inc(report.scored)
         metrics.IDLE_CHECKS.inc(report.idle_checked)
         metrics.RESENT.inc(report.resent)

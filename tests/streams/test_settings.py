@@ -50,7 +50,8 @@ FLAT_NAMES = (
     "default_model_members", "default_model_days",
     "default_model_epochs", "model_registry", "model_top_k", "model_refresh_s",
     "scorer_threads", "scorer_allow_spinning", "stack_kafka_port", "stack_redis_port",
-    "stack_start_timeout_s", "stack_stop_grace_s", "tansu_bin", "redis_server_bin",
+    "stack_start_timeout_s", "stack_stop_grace_s", "stack_redis_appendonly",
+    "stack_redis_appendfsync", "tansu_bin", "redis_server_bin",
 )  # fmt: skip
 
 

@@ -55,13 +55,13 @@ def decision(member: str, partition: int = 0, **fields: Any) -> DecisionRecord:
 # --- idempotence and lateness ------------------------------------------------------------------
 
 
-def test_a_redelivered_batch_is_all_duplicates_and_changes_no_snapshot() -> None:
+def test_a_redelivered_batch_is_all_redelivered_and_changes_no_snapshot() -> None:
     state = MemoryState(SPEC, idle_fetch_limit=8)
     events = [make_event(event_id=f"a{i}", ts=NOW_MS - (20 - i) * 60_000) for i in range(10)]
     once = state.apply(sourced(events), NOW_MS)
     again = state.apply(sourced(events), NOW_MS)
     assert (once.applied, once.duplicates, once.changed) == (10, 0, {"M0000001"})
-    assert (again.applied, again.duplicates, again.changed) == (0, 10, set())
+    assert (again.applied, again.redelivered, again.duplicates, again.changed) == (0, 10, 0, set())
     assert again.snapshots == once.snapshots == {"M0000001": fold(events, NOW_MS, SPEC)}
 
 
@@ -84,7 +84,7 @@ def test_offsets_are_kept_per_topic_and_partition() -> None:
     other_topic = state.apply(sourced([third], partition=0, start=5, topic="t2"), NOW_MS)
     below = state.apply(sourced([make_event(event_id="o9")], partition=0, start=4), NOW_MS)
     assert (other_partition.applied, other_topic.applied) == (1, 1)
-    assert (below.applied, below.duplicates) == (0, 1)  # at or below the applied offset
+    assert (below.applied, below.redelivered) == (0, 1)  # at or below the applied offset
 
 
 def test_events_more_than_the_lateness_behind_are_too_late_and_change_nothing() -> None:
@@ -98,9 +98,9 @@ def test_events_more_than_the_lateness_behind_are_too_late_and_change_nothing() 
     assert result.too_late == [delivery[1]]  # with its position, for the dead letter
     assert (result.applied, result.duplicates) == (3, 0)
     assert result.snapshots["M0000001"] == fold([recent, edge], NOW_MS, SPEC)
-    # refused at that offset once: a redelivery of it is a duplicate, not late again
+    # refused at that offset once: a redelivery of it is redelivered, not late again
     again = state.apply(delivery[1:2], NOW_MS)
-    assert (again.too_late, again.duplicates) == ([], 1)
+    assert (again.too_late, again.redelivered) == ([], 1)
 
 
 @st.composite
@@ -146,7 +146,8 @@ def test_any_batching_with_redeliveries_gives_the_fold_of_the_admitted_events(
     assert sum(r.applied for r in results) == len(distinct)
     refused = [item.event for r in results for item in r.too_late]  # grouped by member
     assert sorted(refused, key=lambda e: e.event_id) == sorted(late, key=lambda e: e.event_id)
-    assert sum(r.applied + r.duplicates + len(r.too_late) for r in results) == sum(map(len, plan))
+    counted = sum(r.applied + r.duplicates + r.redelivered + len(r.too_late) for r in results)
+    assert counted == sum(map(len, plan))
     final = state.apply(delivery, now)
     for member, snapshot in final.snapshots.items():
         assert snapshot == fold([e for e in distinct if e.member_id == member], now, SPEC)
@@ -341,7 +342,7 @@ def test_memory_and_redis_answer_the_same_on_the_same_batches(isolated: Settings
         granted = [r for r in reservations if recorded_redis.granted[r.id]]
         releases = granted[:1] * 2
         seen.update(
-            duplicates=on_redis.duplicates,
+            duplicates=on_redis.duplicates + on_redis.redelivered,
             too_late=len(on_redis.too_late),
             idle_due=len(on_redis.idle_due),
             pending=len(on_redis.pending_outbox),
@@ -452,7 +453,7 @@ def test_a_redelivered_stream_emits_no_new_output_id(
     again = _processor(settings, store, served_registry, again_sink, received)  # restarted
     reports = [again.process(b) for b in _batches(records)]
     assert sum(r.applied for r in reports) == 0
-    assert sum(r.duplicates for r in reports) == len(records)
+    assert sum(r.redelivered for r in reports) == len(records)
     assert sum(sum(r.outputs.values()) for r in reports) == 0  # nothing decided again
     # The last batch's outbox was never cleared (that rides on the next round trip 1):
     # it goes out again under the same ids, and only it.

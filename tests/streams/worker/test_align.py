@@ -59,6 +59,29 @@ def test_released_records_leave_in_event_time_order() -> None:
     assert [h for _, _, h in aligner.release(_behind)] == ["a", "c", "e", "b"]  # frontier 500
 
 
+def test_a_late_record_never_overtakes_the_records_before_it_in_its_partition() -> None:
+    # clicks offset 2 is a late event (ts 100, behind offsets 0 and 1): the state layer
+    # would take offsets 0 and 1 for redeliveries if it came first
+    aligner = _aligner()
+    aligner.add([_item("clicks", 0, 300, "c0"), _item("clicks", 1, 350, "c1")])
+    aligner.add([_item("clicks", 2, 100, "c2"), _item("clicks", 3, 400, "c3")])
+    aligner.add([_item("purchases", 0, 320, "p0"), _item("purchases", 1, 450, "p1")])
+    aligner.add([_item("browses", 0, 500, "b0")])
+    released = aligner.release(_behind)  # frontier: min(400, 450, 500)
+    assert [r.offset for r, _, _ in released if r.topic == "clicks"] == [0, 1, 2, 3]
+    # merged by the heads' timestamps: p0 (320) goes between c0 (300) and c1 (350)
+    assert [h for _, _, h in released] == ["c0", "p0", "c1", "c2", "c3"]
+
+
+def test_records_forced_out_keep_their_partitions_offset_order() -> None:
+    aligner = TimeAligner(TOPICS, idle_ms=500, clock=_Clock(), max_held=1)
+    aligner.add([_item("clicks", 0, 300, "c0"), _item("clicks", 1, 100, "c1")])
+    aligner.add([_item("clicks", 2, 200, "c2")])
+    released = aligner.release(_behind)  # nothing is due: the other topics never delivered
+    assert [r.offset for r, _, _ in released] == [0, 1]
+    assert aligner.held == 1
+
+
 def test_a_caught_up_partition_stops_holding_the_others_once_quiet() -> None:
     clock = _Clock()
     aligner = _aligner(clock, idle_ms=500)

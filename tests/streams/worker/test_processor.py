@@ -168,7 +168,7 @@ def test_a_redelivered_batch_changes_nothing_and_emits_no_new_decision(
     again = _processor(isolated, served_registry)  # a restarted worker gets it all again
     reports = [again.process(batch) for batch in _batches(records)]
     assert sum(r.applied for r in reports) == 0
-    assert sum(r.duplicates for r in reports) == len(records)
+    assert sum(r.redelivered for r in reports) == len(records)
     assert sum(sum(r.outputs.values()) for r in reports) == 0
     after = _outputs(isolated)
     # The last batch's outbox was never cleared (that rides on the next round trip 1,
