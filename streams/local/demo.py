@@ -298,6 +298,7 @@ def _summary(
         f"summary: sent {sent:,} events; applied {applied:,.0f}, duplicates "
         f"{m.total('memberpulse_duplicates_total'):,.0f}, dead-lettered {sum(dlq.values()):,.0f}"
         + (f" (injected {sum(summary.bad.values())})" if summary else "")
+        + f"; read again after a retry or rebalance {m.total('memberpulse_redelivered_total'):,.0f}"
     )
     for reason, count in sorted(dlq.items()):
         out.line(f"  dead-letter reason {reason:<16} {count:>6,.0f}")

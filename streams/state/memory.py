@@ -124,7 +124,7 @@ class MemoryState:
         for item in items:
             source = (item.topic, item.partition)
             if source in member.offsets and item.offset <= member.offsets[source]:
-                result.redelivered += 1  # applied (or refused) already
+                result.redelivered.append(item)  # applied (or refused) already
                 continue
             member.offsets[source] = item.offset
             fresh.append(item)

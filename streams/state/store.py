@@ -355,7 +355,7 @@ class RedisState:
             elif status == "l":
                 result.too_late.append(item)
             elif status == "o":
-                result.redelivered += 1
+                result.redelivered.append(item)
             else:
                 result.duplicates += 1
 

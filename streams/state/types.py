@@ -40,8 +40,9 @@ class ApplyResult:
     idle_due: dict[str, MemberSnapshot] = field(default_factory=dict)
     applied: int = 0
     duplicates: int = 0  # events whose id was in the member's state, at a new offset
-    redelivered: int = 0  # records at or below the highest offset applied from their source
     too_late: list[SourcedEvent] = field(default_factory=list)
+    # at or below the highest offset applied from their topic partition: applied already
+    redelivered: list[SourcedEvent] = field(default_factory=list)
     now: dict[str, int] = field(default_factory=dict)  # the event time of each snapshot
     partitions: dict[str, int] = field(default_factory=dict)  # each snapshot's partition
     budget_spent: dict[tuple[str, int], int] = field(default_factory=dict)  # (budget, day)

@@ -26,7 +26,7 @@ import os
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -144,6 +144,8 @@ class BatchProcessor:
         # below it come again only by redelivery (each topic partition arrives in offset
         # order), and their dead letters were confirmed by the broker already.
         self._processed: dict[tuple[str, int], int] = {}
+        # (topic, partition) → the highest offset of a batch attempt that raised
+        self._attempted: dict[tuple[str, int], int] = {}
         self._refreshed_at = -math.inf
         self.recent: deque[Output] = deque(maxlen=_RECENT_KEPT)
 
@@ -180,6 +182,18 @@ class BatchProcessor:
         decode_s: float = 0.0,
     ) -> BatchReport:
         """`process` for records decoded already (`decode_s`: what decoding them took)."""
+        try:
+            return self._process(items, idle_partitions, decode_s)
+        except BaseException:
+            # Redis may have run this attempt's apply (a reply lost to a timeout, or a later
+            # stage failed): on the retry its events read as redelivered, yet no report
+            # counted them, so the retry counts them as applied.
+            _advance(self._attempted, (item.record for item in items))
+            raise
+
+    def _process(
+        self, items: Sequence[Decoded], idle_partitions: Sequence[int], decode_s: float
+    ) -> BatchReport:
         records = [item.record for item in items]
         report = BatchReport(records=len(items))
         report.stage_s["decode"] = decode_s
@@ -219,8 +233,10 @@ class BatchProcessor:
             budgets=[(budget, day) for day in days],
         )
         self._confirmed = {}
-        report.applied, report.duplicates = result.applied, result.duplicates
-        report.redelivered += result.redelivered
+        reapplied = self._reapplied(result)
+        report.applied = result.applied + len(reapplied)
+        report.duplicates = result.duplicates
+        report.redelivered += len(result.redelivered) - len(reapplied)
         if result.too_late:
             by_position = {(r.topic, r.partition, r.offset): r for r in records}
             dead += [self._too_late(item, by_position, received) for item in result.too_late]
@@ -285,12 +301,24 @@ class BatchProcessor:
         report.idle_checked = len(set(result.idle_due) & set(members))
         report.coupons_refused = len(refused)
         report.round_trips = getattr(self._store, "round_trips", 0) - before
-        for record in records:
-            source = (record.topic, record.partition)
-            if record.offset > self._processed.get(source, -1):
-                self._processed[source] = record.offset
+        _advance(self._processed, records)
         self._count(report, events)
         return report
+
+    def _reapplied(self, result: ApplyResult) -> list[SourcedEvent]:
+        """Events the state found applied that only an attempt of a batch that never
+        returned here can have applied (above what returned, within what was attempted);
+        their members count as changed."""
+        processed, attempted = self._processed, self._attempted
+        found = [
+            item
+            for item in result.redelivered
+            if processed.get((item.topic, item.partition), -1)
+            < item.offset
+            <= attempted.get((item.topic, item.partition), -1)
+        ]
+        result.changed.update(item.event.member_id for item in found)
+        return found
 
     def tick(self, partitions: Sequence[int]) -> BatchReport:
         """An idle-check pass without input: members of `partitions` whose check is due."""
@@ -485,6 +513,14 @@ class BatchProcessor:
             metrics.EVENT_TIME.labels(str(partition)).set(ts)
         for seconds in report.latency_s:
             metrics.EVENT_TO_OUTPUT.observe(seconds)
+
+
+def _advance(watermarks: dict[tuple[str, int], int], records: Iterable[InRecord]) -> None:
+    """Raise each (topic, partition)'s watermark to the highest offset among `records`."""
+    for record in records:
+        source = (record.topic, record.partition)
+        if record.offset > watermarks.get(source, -1):
+            watermarks[source] = record.offset
 
 
 def _latest_event_ids(events: Sequence[SourcedEvent]) -> dict[str, str]:

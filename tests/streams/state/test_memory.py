@@ -19,6 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from memberpulse.models.contract import EVENT_TYPES, Event, encode_event
+from memberpulse.models.errors import OutputsNotConfirmed
 from memberpulse.models.fold import admit, fold
 from memberpulse.models.snapshot import DecisionState, Reservation, StateSpec, day_of
 from memberpulse.models.timeutil import MS_PER_DAY
@@ -61,7 +62,12 @@ def test_a_redelivered_batch_is_all_redelivered_and_changes_no_snapshot() -> Non
     once = state.apply(sourced(events), NOW_MS)
     again = state.apply(sourced(events), NOW_MS)
     assert (once.applied, once.duplicates, once.changed) == (10, 0, {"M0000001"})
-    assert (again.applied, again.redelivered, again.duplicates, again.changed) == (0, 10, 0, set())
+    assert (again.applied, len(again.redelivered), again.duplicates, again.changed) == (
+        0,
+        10,
+        0,
+        set(),
+    )
     assert again.snapshots == once.snapshots == {"M0000001": fold(events, NOW_MS, SPEC)}
 
 
@@ -84,7 +90,7 @@ def test_offsets_are_kept_per_topic_and_partition() -> None:
     other_topic = state.apply(sourced([third], partition=0, start=5, topic="t2"), NOW_MS)
     below = state.apply(sourced([make_event(event_id="o9")], partition=0, start=4), NOW_MS)
     assert (other_partition.applied, other_topic.applied) == (1, 1)
-    assert (below.applied, below.redelivered) == (0, 1)  # at or below the applied offset
+    assert (below.applied, len(below.redelivered)) == (0, 1)  # at or below the applied offset
 
 
 def test_events_more_than_the_lateness_behind_are_too_late_and_change_nothing() -> None:
@@ -100,7 +106,7 @@ def test_events_more_than_the_lateness_behind_are_too_late_and_change_nothing() 
     assert result.snapshots["M0000001"] == fold([recent, edge], NOW_MS, SPEC)
     # refused at that offset once: a redelivery of it is redelivered, not late again
     again = state.apply(delivery[1:2], NOW_MS)
-    assert (again.too_late, again.redelivered) == ([], 1)
+    assert (again.too_late, len(again.redelivered)) == ([], 1)
 
 
 @st.composite
@@ -146,7 +152,7 @@ def test_any_batching_with_redeliveries_gives_the_fold_of_the_admitted_events(
     assert sum(r.applied for r in results) == len(distinct)
     refused = [item.event for r in results for item in r.too_late]  # grouped by member
     assert sorted(refused, key=lambda e: e.event_id) == sorted(late, key=lambda e: e.event_id)
-    counted = sum(r.applied + r.duplicates + r.redelivered + len(r.too_late) for r in results)
+    counted = sum(r.applied + r.duplicates + len(r.redelivered) + len(r.too_late) for r in results)
     assert counted == sum(map(len, plan))
     final = state.apply(delivery, now)
     for member, snapshot in final.snapshots.items():
@@ -342,7 +348,7 @@ def test_memory_and_redis_answer_the_same_on_the_same_batches(isolated: Settings
         granted = [r for r in reservations if recorded_redis.granted[r.id]]
         releases = granted[:1] * 2
         seen.update(
-            duplicates=on_redis.duplicates + on_redis.redelivered,
+            duplicates=on_redis.duplicates + len(on_redis.redelivered),
             too_late=len(on_redis.too_late),
             idle_due=len(on_redis.idle_due),
             pending=len(on_redis.pending_outbox),
@@ -462,6 +468,50 @@ def test_a_redelivered_stream_emits_no_new_output_id(
     assert last
     assert sorted(resent) == sorted(last)
     assert sum(r.resent for r in reports) == len(last)
+
+
+class _FailingOnce(ListSink):
+    """A sink whose first flush fails: the batch's state was applied, its outputs not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def flush(self) -> None:
+        if not self.failed:
+            self.failed = True
+            self.queued = []
+            raise OutputsNotConfirmed("the broker did not confirm (injected)")
+        super().flush()
+
+
+def test_a_batch_retried_after_its_state_was_applied_counts_each_input_once(
+    settings: Settings, served_registry: Path
+) -> None:
+    events = _simulated(members=6, seed=3)
+    received = events[-1].ts + 1
+    maker = _Records(settings, received)
+    records = [*maker.make(events), maker.raw(settings.kafka.topic_clicks, "M-bad", b"{bad")]
+    sink = _FailingOnce()
+    processor = _processor(
+        settings, MemoryState.from_settings(settings), served_registry, sink, received
+    )
+    with pytest.raises(OutputsNotConfirmed):
+        processor.process(records)
+    retried = processor.process(records)  # the worker retries the same batch
+    assert (retried.applied, retried.redelivered) == (len(events), 0)
+    assert sum(retried.dead_letters.values()) == 1
+    # the first attempt recorded its decisions: they go out from the outbox, same ids, once
+    assert retried.resent > 0
+    assert sum(retried.outputs.values()) == 0
+    ids = [h[HEADER_ID] for h, _ in sink.on(settings.kafka.output_topics)]
+    assert len(ids) == len(set(ids)) == retried.resent
+    again = processor.process(records)  # a true redelivery: the batch returned before
+    assert (again.applied, again.redelivered, sum(again.dead_letters.values())) == (
+        0,
+        len(records),
+        0,
+    )
 
 
 def test_bad_records_and_late_events_go_to_the_dlq_and_the_rest_is_applied(

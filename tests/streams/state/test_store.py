@@ -121,7 +121,7 @@ def test_snapshot_from_redis_equals_fold_of_distinct_events(
     for batch in plan:
         result = store.apply([delivery[i] for i in batch], now)
         applied += result.applied
-        duplicates += result.duplicates + result.redelivered
+        duplicates += result.duplicates + len(result.redelivered)
         assert result.too_late == []
     distinct, late = admit(arrival, base.state.lateness_ms)
     assert late == []
@@ -243,7 +243,7 @@ def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout:
     later = now + 4 * 3_600_000
     result = store.apply(redelivered + fresh_events, later)
     # the first of each pair at its own offset, the second at a new one (by its id)
-    assert (result.redelivered, result.duplicates) == (len(redelivered) // 2,) * 2
+    assert (len(result.redelivered), result.duplicates) == (len(redelivered) // 2,) * 2
     assert result.applied == len(fresh_events)
     for member in events:
         added = [item.event for item in fresh_events if item.event.member_id == member]
@@ -264,7 +264,7 @@ def test_old_layout_state_is_rewritten_on_the_next_apply(base: Settings, layout:
     assert store.decisions(events) == {member: old_decision(member) for member in events}
     # and the rewritten state goes on folding
     result = store.apply(fresh_events, later)
-    assert (result.redelivered, result.applied) == (len(fresh_events), 0)
+    assert (len(result.redelivered), result.applied) == (len(fresh_events), 0)
 
 
 def test_record_on_an_old_layout_value_keeps_its_state_and_moves_the_decision(
@@ -317,10 +317,10 @@ def test_apply_again_and_interleaved_changes_nothing(base: Settings) -> None:
     delivery = sourced(first + second, base)
     once = store.apply(delivery[:20], NOW_MS)
     again = store.apply(delivery[:20], NOW_MS)
-    assert (once.applied, again.applied, again.redelivered) == (20, 0, 20)
+    assert (once.applied, again.applied, len(again.redelivered)) == (20, 0, 20)
     assert again.snapshots == once.snapshots
     third = store.apply(delivery[10:20] + delivery[20:] + delivery[:5], NOW_MS)
-    assert (third.applied, third.redelivered) == (15, 15)
+    assert (third.applied, len(third.redelivered)) == (15, 15)
     assert third.snapshots["M0000001"] == fold(first + second, NOW_MS, base.state.spec())
 
 
@@ -560,7 +560,7 @@ def test_apply_over_several_script_calls_gives_each_member_its_fold(base: Settin
     whole = fresh(base, state_members_per_call=1000)  # one call for the whole batch
     assert whole.apply(delivery, NOW_MS).snapshots == result.snapshots
     again = store.apply(delivery, NOW_MS)
-    assert (again.applied, again.redelivered) == (0, 200)
+    assert (again.applied, len(again.redelivered)) == (0, 200)
 
 
 def test_a_reply_that_fails_to_decode_leaves_no_unread_replies_behind(
@@ -585,8 +585,10 @@ def test_a_reply_that_fails_to_decode_leaves_no_unread_replies_behind(
     with pytest.raises(StateUnavailable, match="cannot read"):
         store.apply(delivery, NOW_MS)
     redelivered = store.apply(delivery, NOW_MS)
-    assert redelivered.applied + redelivered.redelivered == 60
-    assert redelivered.redelivered >= 2 * 5  # at least the first call's members' (5 events each)
+    assert redelivered.applied + len(redelivered.redelivered) == 60
+    assert (
+        len(redelivered.redelivered) >= 2 * 5
+    )  # at least the first call's members' (5 events each)
     assert set(redelivered.snapshots) == {f"M{i}" for i in range(12)}
     for member, snapshot in redelivered.snapshots.items():
         mine = [e for e in events if e.member_id == member]
