@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -122,11 +123,17 @@ class WorkerProcess:
         )
 
     def _get(self, path: str) -> bytes | None:
+        """The body of an answer, an error status's included (/ready says why with 503);
+        None when nothing answers."""
         try:
             url = self.url + path  # always http://127.0.0.1:<port>/…, built above
             with urllib.request.urlopen(url, timeout=_HTTP_TIMEOUT_S) as answer:  # noqa: S310
                 body: bytes = answer.read()
                 return body
+        except urllib.error.HTTPError as refused:
+            with refused:
+                error_body: bytes = refused.read()
+                return error_body
         except OSError:
             return None
 
@@ -135,10 +142,15 @@ class WorkerProcess:
         body = self._get("/metrics")
         return parse_metrics(body.decode()) if body else Metrics()
 
+    def readiness(self) -> dict[str, Any]:
+        """What /ready answers ({} while the worker does not answer)."""
+        body = self._get("/ready")
+        answer: dict[str, Any] = json.loads(body) if body else {}
+        return answer
+
     def ready(self) -> bool:
         """Whether /ready says so (partitions assigned, no failing batch)."""
-        body = self._get("/ready")
-        return bool(body and json.loads(body).get("ready"))
+        return bool(self.readiness().get("ready"))
 
     def alive(self) -> bool:
         """Whether the process still runs."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgpack
 import redis
@@ -527,7 +527,11 @@ class RedisState:
                 replies = run()
             errors = [r for r in replies if isinstance(r, Exception)]
             if errors:
-                raise errors[0]
+                # A server that cannot take writes now (out of memory under noeviction, a
+                # replica, a cluster without quorum, loading) says nothing about the data:
+                # retried like a lost connection, then the batch waits, never dead-letters.
+                fault = next((e for e in errors if infrastructure_fault(e)), None)
+                raise _Refused(fault) if fault is not None else errors[0]
             return replies
 
         return self._with_retries(once)
@@ -543,9 +547,53 @@ class RedisState:
                     raise StateUnavailable(
                         f"Redis did not answer after {attempt} attempts: {exc}"
                     ) from exc
+            except _Refused as refused:
+                if attempt == settings.redis.retry_attempts:
+                    raise StateUnavailable(
+                        f"Redis refused the batch after {attempt} attempts: {refused.error}"
+                    ) from refused.error
                 time.sleep(delay)  # backoff between retries, not test synchronisation
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+#: Error codes of a server that cannot serve now, whatever the command: OOM (maxmemory
+#: reached under noeviction), READONLY (a replica), CLUSTERDOWN / TRYAGAIN / MASTERDOWN
+#: (a cluster or replication in trouble), LOADING (a restart reading its data), BUSY (a
+#: script over its time limit).
+INFRASTRUCTURE_CODES: Final = ("OOM", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN",
+                               "LOADING", "BUSY")  # fmt: skip
+
+
+_INFRASTRUCTURE_ERRORS: Final = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+
+
+def infrastructure_fault(error: Exception) -> bool:
+    """Whether a Redis error reply means the server cannot serve now (not that the batch is
+    wrong). A script's failing `redis.call` wraps the reply ("... -OOM command not
+    allowed ..." on Redis 6, "OOM command not allowed ... script: ..." on 7): both count."""
+    if isinstance(error, _INFRASTRUCTURE_ERRORS):
+        return True
+    if not isinstance(error, redis.exceptions.ResponseError):
+        return False
+    if getattr(error, "status_code", None) in INFRASTRUCTURE_CODES:
+        return True
+    text = str(error)
+    return any(text.startswith(f"{code} ") or f"-{code} " in text for code in INFRASTRUCTURE_CODES)
+
+
+class _Refused(Exception):
+    """An infrastructure error reply, retried as a transport failure is."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Sending:

@@ -73,17 +73,16 @@ class OwnRedis:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
-    def restart(self) -> None:
-        """Stop it as `stack down` does (SIGTERM: the append-only file is flushed), start
-        it again on the same port and directory."""
+    def stop(self) -> None:
+        """SIGTERM, as `stack down` does (the append-only file is flushed)."""
+        self.resume()  # a stopped process would not see SIGTERM until resumed
         launcher.down(self.home)
+
+    def start_again(self) -> None:
+        """Start it again on the same port and directory (what it kept is reloaded)."""
         again = self.home.model_copy(update={"stack_redis_port": self.port})
         info = launcher.up(again, components=["redis"])
         self.pid = info.records[stack.REDIS].pid
-
-    def stop(self) -> None:
-        self.resume()  # a stopped process would not see SIGTERM until resumed
-        launcher.down(self.home)
 
 
 def member_events(members: int, seed: int, days: int = 30) -> list[Event]:

@@ -1,16 +1,19 @@
 """Redis failing under a running worker: paused, restarted, refusing writes (issue #25).
 
-Each fault is injected into a real redis-server while a steady load flows through a real
-worker process; the worker must stall, say it is not ready, retry, and recover with
-nothing lost or renamed (`check_conservation`).
+Each fault is injected into a real redis-server of the test's own while a steady load
+flows through a real worker process. The worker must stall (never dead-letter, never
+crash), say it is not ready, retry, and recover with nothing lost or renamed
+(`check_conservation`). Each test prints how long recovery took (RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from memberpulse.streams.local.worker_process import WorkerProcess
 from memberpulse.streams.settings import Settings
@@ -30,33 +33,41 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
 _RATE = 400.0  # events/s: a steady live load, far below what the worker drains
 _BAD = 5
-# The client gives up after ~1 s (2 attempts of 0.5 s): a pause of 4 s outlasts it, so the
-# worker itself must retry the batch (the issue's probe paused the demo's Redis for 20 s
-# against the default 5 attempts of 5 s).
+# The client gives up after ~1 s (2 attempts of 0.5 s): a fault held for 4 s outlasts it,
+# so the worker itself must retry the batch (the issue's probe paused the demo's Redis
+# for 20 s against the default 5 attempts of 5 s).
 _QUICK_REDIS = {"redis_timeout_s": 0.5, "redis_retry_attempts": 2, "redis_retry_backoff_s": 0.05}
-_PAUSE_S = 4.0
+_HOLD_S = 4.0
+_UNUSED_PORT = 1  # a master nobody serves: the replica never syncs, keeps its data
 
 
-def _not_ready(worker: WorkerProcess) -> bool:
-    return worker.alive() and not worker.ready()
+def _failing(worker: WorkerProcess) -> str:
+    """The failure /ready reports ("" while ready or not answering)."""
+    return str(worker.readiness().get("failing") or "")
 
 
-def test_redis_paused_past_the_clients_retries_stalls_the_worker_and_loses_nothing(
-    isolated: Settings, registry: Path, own_redis: OwnRedis, tmp_path: Path
-) -> None:
-    settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
+def _run_with_fault(
+    settings: Settings,
+    log: Path,
+    inject: Callable[[], None],
+    heal: Callable[[], None],
+    failure: str,
+) -> float:
+    """Steady load; inject the fault; wait for the worker to report `failure` (a substring
+    of its /ready `failing`); hold it `_HOLD_S`; heal; the seconds to ready again."""
     events = member_events(members=40, seed=31)
-    with running_worker(settings, tmp_path / "worker.log") as worker:
+    with running_worker(settings, log) as worker:
         load = SteadyLoad(settings, events, _RATE, bad=_BAD).start()
         wait_until(lambda: load.progress > 0.3, timeout=60, interval=0.1, what="load flowing")
-        own_redis.pause()
+        inject()
         try:
-            stalled = timed(lambda: _not_ready(worker), "the worker reports not ready")
+            stalled = timed(lambda: failure in _failing(worker), f"not ready: {failure}")
             applied = worker.metrics().total("memberpulse_events_applied_total")
-            time.sleep(max(0.0, _PAUSE_S - stalled))  # the fault's duration, not a sync
+            time.sleep(max(0.0, _HOLD_S - stalled))  # the fault's duration, not a sync
             assert worker.alive()
+            assert worker.metrics().total("memberpulse_dlq_total") <= _BAD  # nothing blamed
         finally:
-            own_redis.resume()
+            heal()
         recovery = timed(worker.ready, "the worker ready again")
         sent = load.join()
         timed(lambda: committed_all(settings, sent), "every input committed")
@@ -64,5 +75,58 @@ def test_redis_paused_past_the_clients_retries_stalls_the_worker_and_loses_nothi
         assert final.total("memberpulse_events_applied_total") > applied
         assert final.accounted() == sent  # each input counted once, redeliveries apart
         assert worker.stop(60) == 0
-    print(f"redis paused {_PAUSE_S} s: ready again {recovery:.1f} s after resuming")
     check_conservation(settings, events, _BAD)
+    return recovery
+
+
+def test_redis_paused_past_the_clients_retries_stalls_the_worker_and_loses_nothing(
+    isolated: Settings, registry: Path, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
+    recovery = _run_with_fault(
+        settings, tmp_path / "worker.log", own_redis.pause, own_redis.resume, "did not answer"
+    )
+    print(f"redis paused {_HOLD_S} s: ready again {recovery:.1f} s after resuming")
+
+
+def test_redis_restarted_under_load_keeps_its_state_and_loses_nothing(
+    isolated: Settings, registry: Path, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
+    recovery = _run_with_fault(
+        settings, tmp_path / "worker.log", own_redis.stop, own_redis.start_again, "did not answer"
+    )
+    print(f"redis stopped (SIGTERM) {_HOLD_S} s and started again: ready {recovery:.1f} s later")
+
+
+@pytest.mark.parametrize(
+    ("refusal", "inject", "heal"),
+    [
+        ("OOM", [("CONFIG", "SET", "maxmemory", "1")], [("CONFIG", "SET", "maxmemory", "0")]),
+        ("READONLY", [("REPLICAOF", "127.0.0.1", str(_UNUSED_PORT))], [("REPLICAOF", "NO", "ONE")]),
+    ],
+)
+def test_redis_refusing_writes_stalls_the_worker_and_dead_letters_nothing(
+    isolated: Settings,
+    registry: Path,
+    own_redis: OwnRedis,
+    tmp_path: Path,
+    refusal: str,
+    inject: list[tuple[str, ...]],
+    heal: list[tuple[str, ...]],
+) -> None:
+    settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
+    admin = redis.Redis.from_url(own_redis.url())
+    admin.config_set("maxmemory-policy", "noeviction")
+
+    def run(commands: list[tuple[str, ...]]) -> Callable[[], None]:
+        def send() -> None:
+            for command in commands:
+                admin.execute_command(*command)
+
+        return send
+
+    recovery = _run_with_fault(
+        settings, tmp_path / "worker.log", run(inject), run(heal), "refused the batch"
+    )
+    print(f"redis refusing writes ({refusal}) {_HOLD_S} s: ready {recovery:.1f} s after")
