@@ -13,7 +13,8 @@ from memberpulse.streams.settings.base import Section, section_config
 
 class WorkerSettings(Section):
     """`worker_*`, `batch_*`, `align_*`, `idle_tick_s`, the input limits (`max_event_bytes`,
-    `max_id_chars`, `ts_floor`, `future_tolerance_ms`) and `failpoint_kill_after_record`."""
+    `max_id_chars`, `ts_floor`, `future_tolerance_ms`) and the crash-test failpoints
+    (`failpoint_kill_at`, `failpoint_kill_batch`)."""
 
     model_config = section_config("worker_")
 
@@ -87,12 +88,14 @@ class WorkerSettings(Section):
         description="allocations between young-generation GC passes, applied with "
         "gc.freeze() of everything loaded at start (0: Python's defaults, 700)",
     )
-    failpoint_kill_after_record: int = Field(
-        0,
-        ge=0,
-        alias="failpoint_kill_after_record",
-        description="crash tests only: SIGKILL the worker right after the Nth batch's "
-        "decisions were recorded, before its outputs are confirmed (0: never)",
+    failpoint_kill_at: Literal["", "state", "score", "record", "produce"] = Field(
+        "",
+        alias="failpoint_kill_at",
+        description="crash tests only: SIGKILL the worker in batch `failpoint_kill_batch` "
+        "right after this stage (produce: half its outputs confirmed, the rest not sent)",
+    )
+    failpoint_kill_batch: int = Field(
+        0, ge=0, alias="failpoint_kill_batch", description="the Nth batch with input (0: never)"
     )
 
     # --- Input validation (live stream) -----------------------------------------------

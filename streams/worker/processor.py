@@ -139,7 +139,8 @@ class BatchProcessor:
         self._confirmed: dict[str, list[str]] = {}  # outbox ids to clear in round trip 1
         self._catalogue: tuple[FeatureSpec, dict[str, int]] | None = None
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
-        self._recorded = 0
+        self._batches = 0  # batches with input, attempts included (the failpoints count them)
+        self._with_input = False  # the batch being processed has input (not an idle pass)
         # (topic, partition) → the highest offset of a batch that returned: records at or
         # below it come again only by redelivery (each topic partition arrives in offset
         # order), and their dead letters were confirmed by the broker already.
@@ -195,6 +196,8 @@ class BatchProcessor:
         self, items: Sequence[Decoded], idle_partitions: Sequence[int], decode_s: float
     ) -> BatchReport:
         records = [item.record for item in items]
+        self._batches += bool(records)
+        self._with_input = bool(records)
         report = BatchReport(records=len(items))
         report.stage_s["decode"] = decode_s
         stages = _Stages(report)
@@ -241,6 +244,7 @@ class BatchProcessor:
             by_position = {(r.topic, r.partition, r.offset): r for r in records}
             dead += [self._too_late(item, by_position, received) for item in result.too_late]
         stages.done("state")
+        self._failpoint("state")
 
         snapshots = {**result.snapshots, **result.idle_due}
         # A member is decided at most once per event time: a replayed batch (all its events
@@ -287,10 +291,7 @@ class BatchProcessor:
         recorded = self._store.record(records_out, reservations)
         refused = {rid for rid, ok in recorded.granted.items() if not ok}
         stages.done("record")
-        self._recorded += bool(records)
-        if records and self._recorded == self._settings.worker.failpoint_kill_after_record:
-            log.warning("failpoint: killing the worker after recording batch %d", self._recorded)
-            os.kill(os.getpid(), signal.SIGKILL)
+        self._failpoint("record")
 
         self._produce(result, decisions, refused, dead, report)
         stages.done("produce")
@@ -388,6 +389,7 @@ class BatchProcessor:
         churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
         reasons = self._explain(members, batch, out.churn, scorer, result)
         stages.done("score")
+        self._failpoint("score")
         scored: dict[str, MemberScores] = {}
         for row, member in enumerate(members):
             scored[member] = MemberScores(
@@ -461,8 +463,16 @@ class BatchProcessor:
                 self._send(payload["kind"], member, ident, value, payload.get("model_version"))
                 sent.setdefault(member, []).append(ident)
                 report.resent += 1
+        # crash tests: the batch's first half of new outputs confirmed, then killed
+        half = (
+            sum(len(d.outputs) for d in decisions.values()) // 2 if self._armed("produce") else -1
+        )
         for member, decision in decisions.items():
             for out in decision.outputs:
+                if half == 0:
+                    sink.flush()
+                    self._failpoint("produce")
+                half -= 1
                 if out.id in refused:  # budget gone at reservation: dropped, entry cleared
                     sent.setdefault(member, []).append(out.id)
                     continue
@@ -472,9 +482,24 @@ class BatchProcessor:
                 sent.setdefault(member, []).append(out.id)
                 report.outputs[out.kind] += 1
                 report.produced.append(out)
+        self._failpoint("produce")  # armed, with no output to send
         sink.flush()  # raises when anything was not confirmed: nothing gets acknowledged
         self._confirmed = sent
         self.recent.extend(report.produced)
+
+    def _armed(self, stage: str) -> bool:
+        worker = self._settings.worker
+        return (
+            self._with_input
+            and worker.failpoint_kill_at == stage
+            and self._batches == worker.failpoint_kill_batch
+        )
+
+    def _failpoint(self, stage: str) -> None:
+        """Crash tests: SIGKILL this process after `stage` of the chosen batch."""
+        if self._armed(stage):
+            log.warning("failpoint: killing the worker after %s of batch %d", stage, self._batches)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _send(
         self, kind: str, member: str, ident: str, value: bytes, model_version: str | None

@@ -167,7 +167,9 @@ def test_kill_9_after_recording_loses_no_decision_and_never_renames_one(
     settings = _settings(isolated, registry, batch_max_size=64)
     events = _events(members=25, seed=22)
     log = tmp_path / "worker.log"
-    doomed_settings = settings.model_copy(update={"failpoint_kill_after_record": 5})
+    doomed_settings = settings.model_copy(
+        update={"failpoint_kill_at": "record", "failpoint_kill_batch": 5}
+    )
     with _worker(doomed_settings, log) as doomed:
         wait_until(doomed.ready, timeout=60, interval=0.2, what="worker ready")
         produce_events(isolated, events)
