@@ -82,7 +82,8 @@ class Event(NamedTuple):
 
 
 class Reason(StrEnum):
-    """Why an input record was dead-lettered (the `reason` field of a DLQ record)."""
+    """Why a record was dead-lettered (the `reason` field of a DLQ record): an input's, or
+    an output the broker refused for good (`output_refused`)."""
 
     OVERSIZE = "oversize"
     NOT_UTF8 = "not_utf8"
@@ -101,6 +102,7 @@ class Reason(StrEnum):
     TS_IN_FUTURE = "ts_in_future"
     TOO_LATE = "too_late"
     KEY_MISMATCH = "key_mismatch"
+    OUTPUT_REFUSED = "output_refused"  # an output the broker refused for good (too large)
 
 
 def encode_event(event: Event) -> bytes:

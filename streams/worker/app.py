@@ -64,6 +64,7 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         check_input_partitions(settings)
+        check_output_topics(settings)
         store = RedisState(settings)
         registry = Registry(settings.registry_root)
         self.models = ModelHolder(
@@ -374,6 +375,20 @@ def check_input_partitions(settings: Settings) -> dict[str, int]:
             f"a partition number), got {counts}"
         )
     return counts
+
+
+def check_output_topics(settings: Settings) -> None:
+    """The output and DLQ topics must exist: a produce to a missing one would fail (or,
+    where the broker creates topics on first use, land in a topic nobody configured)."""
+    kafka = settings.kafka
+    wanted = [*kafka.output_topics, kafka.topic_dlq]
+    counts = partition_counts(kafka, wanted)
+    missing = [t for t in wanted if not counts.get(t)]
+    if missing:
+        raise ConfigError(
+            f"output topics {missing} do not exist on {kafka.bootstrap}: create them "
+            "(`memberpulse stack up` does, with the partitions of the kafka_* settings)"
+        )
 
 
 def _promoted(registry: Registry, store: RedisState, prefix: str) -> Any:

@@ -39,6 +39,11 @@ EVENT_TO_OUTPUT = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 OUTPUTS = Counter("memberpulse_outputs_total", "Output records confirmed, by kind", ["kind"])
+OUTPUTS_REFUSED = Counter(
+    "memberpulse_outputs_refused_total",
+    "Outputs the broker refused for good (too large, invalid): dead-lettered by id, by kind",
+    ["kind"],
+)
 RESENT = Counter(
     "memberpulse_outputs_resent_total", "Outbox entries produced again after a redelivery"
 )

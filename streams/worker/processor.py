@@ -35,6 +35,7 @@ import orjson
 from numpy.typing import NDArray
 
 from memberpulse.models.contract import Event, Reason
+from memberpulse.models.errors import OutputsNotConfirmed
 from memberpulse.models.explain import explain
 from memberpulse.models.features import FeatureBatch, FeatureSpec, encode
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot, Reservation, day_of
@@ -54,7 +55,7 @@ from memberpulse.streams.settings import Settings
 from memberpulse.streams.state.types import ApplyResult, DecisionRecord, SourcedEvent, StateStore
 from memberpulse.streams.worker import metrics
 from memberpulse.streams.worker.decode import DeadLetter, EventDecoder, Origin
-from memberpulse.streams.worker.records import Decoded, InRecord
+from memberpulse.streams.worker.records import Decoded, InRecord, Refused
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,9 @@ class OutputSink(Protocol):
     ) -> None:
         """Queue one record."""
 
-    def flush(self) -> None:
-        """Block until every queued record is confirmed; raise if any was not."""
+    def flush(self) -> Sequence[Refused]:
+        """Block until every queued record is confirmed or refused for good (returned);
+        raise if any was neither."""
 
 
 @dataclass
@@ -89,6 +91,7 @@ class BatchReport:
     idle_checked: int = 0
     outputs: Counter[str] = field(default_factory=Counter)
     resent: int = 0
+    outputs_refused: Counter[str] = field(default_factory=Counter)  # by kind, dead-lettered
     coupons_refused: int = 0
     replayed: int = 0  # members left undecided: nothing new since their last decision
     round_trips: int = 0
@@ -483,9 +486,41 @@ class BatchProcessor:
                 report.outputs[out.kind] += 1
                 report.produced.append(out)
         self._failpoint("produce")  # armed, with no output to send
-        sink.flush()  # raises when anything was not confirmed: nothing gets acknowledged
+        refused = sink.flush()  # raises when anything is unconfirmed: nothing gets acknowledged
+        if refused:
+            self._dead_letter_refused(refused, report)
         self._confirmed = sent
         self.recent.extend(report.produced)
+
+    def _dead_letter_refused(self, refused: Sequence[Refused], report: BatchReport) -> None:
+        """Outputs the broker will never take (too large, invalid) go to the DLQ, each named
+        by its id, and the partition moves on: retrying them would block it for good. An
+        input's dead letter refused so is an error: the input would be lost."""
+        dlq = self._settings.kafka.topic_dlq
+        lost = [r for r in refused if r.topic == dlq]
+        if lost:
+            raise OutputsNotConfirmed(f"a dead letter was refused by the broker: {lost[0].error}")
+        for record in refused:
+            headers = dict(record.headers)
+            ident = headers.get(HEADER_ID, b"").decode("utf-8", "surrogatepass")
+            kind = headers.get(HEADER_KIND, b"").decode()
+            letter = DeadLetter(
+                Reason.OUTPUT_REFUSED,
+                f"{kind} output {ident} ({record.size} bytes) to {record.topic} refused: "
+                f"{record.error}",
+                ident.encode("utf-8", "surrogatepass"),
+                Origin(record.topic, None, None, record.key),
+                self._clock(),
+            )
+            self._sink.produce(
+                dlq,
+                record.key,
+                letter.to_wire(),
+                [("reason", Reason.OUTPUT_REFUSED.value.encode())],
+            )
+            report.outputs_refused[kind] += 1
+        if self._sink.flush():
+            raise OutputsNotConfirmed("the dead letter of a refused output was refused too")
 
     def _armed(self, stage: str) -> bool:
         worker = self._settings.worker
@@ -533,7 +568,9 @@ class BatchProcessor:
         metrics.RESENT.inc(report.resent)
         metrics.COUPONS_REFUSED.inc(report.coupons_refused)
         for kind, n in report.outputs.items():
-            metrics.OUTPUTS.labels(kind).inc(n)
+            metrics.OUTPUTS.labels(kind).inc(n - report.outputs_refused[kind])
+        for kind, n in report.outputs_refused.items():
+            metrics.OUTPUTS_REFUSED.labels(kind).inc(n)
         for partition, ts in self.event_time.items():
             metrics.EVENT_TIME.labels(str(partition)).set(ts)
         for seconds in report.latency_s:

@@ -6,7 +6,7 @@ the batch path share them without importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from memberpulse.models.contract import Event
 from memberpulse.streams.worker.decode import DeadLetter
@@ -40,3 +40,14 @@ class Decoded:
         """
         result = self.result
         return result.ts if isinstance(result, Event) else NO_TS
+
+
+class Refused(NamedTuple):
+    """An output record the broker or the client refused for good: where it was going,
+    its key and headers, its size, and why."""
+
+    topic: str
+    key: bytes | None
+    size: int
+    headers: list[tuple[str, bytes]]
+    error: str

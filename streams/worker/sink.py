@@ -4,18 +4,31 @@ Faust's per-record `await topic.send(...)` costs more than a bare agent's whole 
 budget (docs/architecture.md, Known pitfalls); librdkafka batches in C. `flush` blocks until
 every queued record has its delivery report and raises `OutputsNotConfirmed` when any
 failed or the deadline passed, so the caller never acknowledges offsets whose outputs
-were not written.
+were not written. A record the broker or the client can never take (too large, invalid)
+is not retried: `flush` returns it as `Refused`, and the batch path dead-letters it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from memberpulse.models.errors import OutputsNotConfirmed
 from memberpulse.streams.settings import KafkaSettings
 from memberpulse.streams.worker.kafka import make_producer
+from memberpulse.streams.worker.records import Refused
+
+#: Errors no retry can cure: the record itself is what the broker or client refuses.
+PERMANENT: Final = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+    }
+)
 
 
 class KafkaSink:
@@ -25,6 +38,7 @@ class KafkaSink:
         self._producer = make_producer(kafka, **overrides)
         self._timeout_s = kafka.output_flush_timeout_s
         self._failed: list[str] = []
+        self._refused: list[Refused] = []
         self._queued = 0
         self.confirmed = 0
 
@@ -41,24 +55,39 @@ class KafkaSink:
                 break
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.code() not in PERMANENT:
+                    raise
+                self._refused.append(Refused(topic, key, len(value), headers, error.str()))
+                break
         self._queued += 1
 
-    def flush(self) -> None:
-        """Wait for every queued record's delivery report; raise unless all succeeded."""
+    def flush(self) -> list[Refused]:
+        """Wait for every queued record's delivery report; raise unless each succeeded or
+        was refused for good (those are returned)."""
         left = self._producer.flush(self._timeout_s)
-        queued, failed = self._queued, self._failed
-        self._queued, self._failed = 0, []
+        queued, failed, refused = self._queued, self._failed, self._refused
+        self._queued, self._failed, self._refused = 0, [], []
         if left or failed:
             detail = f"{left} of {queued} records unconfirmed after {self._timeout_s:g} s"
             if failed:
                 detail = f"{len(failed)} of {queued} records failed ({failed[0]}); " + detail
             raise OutputsNotConfirmed(detail)
-        self.confirmed += queued
+        self.confirmed += queued - len(refused)
+        return refused
 
     def close(self) -> None:
         """Flush what is left (best effort) and release the producer."""
         self._producer.flush(self._timeout_s)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
+        if error is None:
+            return
+        if error.code() in PERMANENT:  # the broker refused this record: never retried
+            value = message.value() or b""
+            headers = [(k, v or b"") for k, v in (message.headers() or [])]
+            topic = message.topic() or ""
+            self._refused.append(Refused(topic, message.key(), len(value), headers, error.str()))
+        else:
             self._failed.append(f"{message.topic()}: {error.str()}")

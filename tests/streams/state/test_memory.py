@@ -23,7 +23,7 @@ from memberpulse.models.errors import OutputsNotConfirmed
 from memberpulse.models.fold import admit, fold
 from memberpulse.models.snapshot import DecisionState, Reservation, StateSpec, day_of
 from memberpulse.models.timeutil import MS_PER_DAY
-from memberpulse.streams.decisions import TIER, Policy
+from memberpulse.streams.decisions import RECOMMENDATION, TIER, Policy
 from memberpulse.streams.decisions.coupons import load_rules
 from memberpulse.streams.serving.registry import ModelHolder, Registry
 from memberpulse.streams.settings import Settings
@@ -32,7 +32,7 @@ from memberpulse.streams.state.memory import MemoryState
 from memberpulse.streams.state.store import RedisState
 from memberpulse.streams.state.types import ApplyResult, DecisionRecord, SourcedEvent
 from memberpulse.streams.worker.processor import HEADER_ID, HEADER_KIND, BatchProcessor
-from memberpulse.streams.worker.records import InRecord
+from memberpulse.streams.worker.records import InRecord, Refused
 from tests.helpers import NOW_MS, make_event, validate_record
 
 SPEC = StateSpec()
@@ -366,18 +366,25 @@ def test_memory_and_redis_answer_the_same_on_the_same_batches(isolated: Settings
 class ListSink:
     """An `OutputSink` in memory: what was produced, as (topic, key, value, headers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse_topic: str | None = None) -> None:
         self.queued: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
         self.confirmed: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self._refuse_topic = refuse_topic  # a broker that takes nothing on this topic
 
     def produce(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
     ) -> None:
         self.queued.append((topic, key, value, headers))
 
-    def flush(self) -> None:
-        self.confirmed += self.queued
+    def flush(self) -> list[Refused]:
+        refused = [
+            Refused(t, k, len(v), h, "Broker: Message size too large")
+            for t, k, v, h in self.queued
+            if t == self._refuse_topic
+        ]
+        self.confirmed += [r for r in self.queued if r[0] != self._refuse_topic]
         self.queued = []
+        return refused
 
     def on(self, topics: Iterable[str]) -> list[tuple[dict[str, bytes], dict[str, object]]]:
         """(headers, decoded value) of each confirmed record on `topics`."""
@@ -477,12 +484,12 @@ class _FailingOnce(ListSink):
         super().__init__()
         self.failed = False
 
-    def flush(self) -> None:
+    def flush(self) -> list[Refused]:
         if not self.failed:
             self.failed = True
             self.queued = []
             raise OutputsNotConfirmed("the broker did not confirm (injected)")
-        super().flush()
+        return super().flush()
 
 
 def test_a_batch_retried_after_its_state_was_applied_counts_each_input_once(
@@ -512,6 +519,34 @@ def test_a_batch_retried_after_its_state_was_applied_counts_each_input_once(
         len(records),
         0,
     )
+
+
+def test_an_output_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_goes_on(
+    settings: Settings, served_registry: Path
+) -> None:
+    events = _simulated(members=6, seed=5)
+    received = events[-1].ts + 1
+    batches = _batches(_Records(settings, received).make(events))
+    recommendations = settings.kafka.topic_recommendations
+    sink = ListSink(refuse_topic=recommendations)
+    processor = _processor(
+        settings, MemoryState.from_settings(settings), served_registry, sink, received
+    )
+    reports = [processor.process(batch) for batch in batches]
+    refused = sum(r.outputs_refused[RECOMMENDATION] for r in reports)
+    assert refused == sum(r.outputs[RECOMMENDATION] for r in reports) > 0
+    letters = [letter for _, letter in sink.on([settings.kafka.topic_dlq])]
+    assert len(letters) == refused
+    assert {letter["reason"] for letter in letters} == {"output_refused"}
+    assert {letter["topic"] for letter in letters} == {recommendations}
+    for letter in letters:
+        validate_record(letter, "dlq")
+        assert str(letter["raw"]).startswith("recommendation:")  # the output's id
+    assert sink.on(settings.kafka.output_topics)  # the other kinds went out
+    assert sum(r.applied for r in reports) == len(events)
+    # cleared from the outbox like a delivered output: nothing is sent again
+    again = processor.process([])
+    assert again.resent == 0
 
 
 def test_bad_records_and_late_events_go_to_the_dlq_and_the_rest_is_applied(

@@ -166,3 +166,21 @@ async def test_group_consumer_with_local_profile_gets_records(isolated: Settings
         assert len(seen) == 20
     finally:
         await consumer.stop()
+
+
+def test_a_record_too_large_is_refused_for_good_and_the_rest_confirmed(
+    isolated: Settings,
+) -> None:
+    from memberpulse.streams.worker.sink import KafkaSink
+
+    sink = KafkaSink(isolated.kafka, **{"message.max.bytes": 1000})  # librdkafka's minimum
+    topic = isolated.kafka.topic_tiers
+    sink.produce(topic, b"M1", b"x" * 2000, [("output_id", b"tier:M1:1")])
+    sink.produce(topic, b"M2", b'{"small": true}', [("output_id", b"tier:M2:1")])
+    refused = sink.flush()
+    assert [(r.topic, r.key, r.size, r.headers) for r in refused] == [
+        (topic, b"M1", 2000, [("output_id", b"tier:M1:1")])
+    ]
+    assert "too large" in refused[0].error.lower()
+    assert sink.confirmed == 1
+    assert [m.value() for m in read_from_start(isolated.kafka, [topic])] == [b'{"small": true}']

@@ -31,7 +31,7 @@ from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.state.store import RedisState, keys
 from memberpulse.streams.worker.kafka import read_from_start
 from memberpulse.streams.worker.processor import BatchProcessor
-from memberpulse.streams.worker.records import InRecord
+from memberpulse.streams.worker.records import InRecord, Refused
 from memberpulse.streams.worker.sink import KafkaSink
 from tests.helpers import validate_record
 
@@ -191,11 +191,11 @@ class _CrashAfterRecord:
     ) -> None:
         self.inner.produce(topic, key, value, headers)
 
-    def flush(self) -> None:
+    def flush(self) -> Sequence[Refused]:
         if not self.crashed:
             self.crashed = True
             raise OutputsNotConfirmed("killed before the delivery reports came back")
-        self.inner.flush()
+        return self.inner.flush()
 
 
 def test_a_crash_between_record_and_confirm_loses_no_decision_and_keeps_its_id(

@@ -236,6 +236,16 @@ def test_tail_prints_a_topics_records_without_joining_a_group(isolated: Settings
     assert sorted(orjson.loads(line)["n"] for line in result.stdout.splitlines()) == [0, 1, 2]
 
 
+def test_worker_refuses_to_start_without_its_output_topics(isolated: Settings) -> None:
+    from memberpulse.models.errors import ConfigError
+    from memberpulse.streams.worker.app import check_output_topics
+
+    check_output_topics(isolated)  # all there: no error
+    missing = f"{isolated.kafka.topic_churn_alerts}.missing"
+    with pytest.raises(ConfigError, match=rf"output topics \['{missing}'\] do not exist"):
+        check_output_topics(isolated.model_copy(update={"topic_churn_alerts": missing}))
+
+
 def test_worker_refuses_input_topics_with_different_partition_counts(
     isolated: Settings,
 ) -> None:
