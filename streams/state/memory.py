@@ -206,6 +206,8 @@ class MemoryState:
     def _reserve(self, reservation: Reservation) -> tuple[bool, int]:
         """(granted, spent after); asked again, a reservation gets its first answer."""
         ledger = self._ledgers.setdefault((reservation.budget, reservation.day), _Ledger())
+        if reservation.amount == 0:  # nothing to take: granted every time (as budget.lua)
+            return True, ledger.spent
         if reservation.id in ledger.taken:
             return ledger.taken[reservation.id] > 0, ledger.spent
         if ledger.spent + reservation.amount > reservation.limit:

@@ -4,6 +4,10 @@
 -- ARGV[5] ttl_ms
 -- Returns {granted (1/0), spent after}
 local op, id = ARGV[1], ARGV[2]
+if op == 'reserve' and tonumber(ARGV[3]) == 0 then
+  -- nothing to take: granted, every time it is asked (stored, its 0 would read as refused)
+  return {1, tonumber(redis.call('HGET', KEYS[1], 'spent') or 0)}
+end
 local previous = redis.call('HGET', KEYS[1], id)
 if op == 'reserve' then
   if previous then

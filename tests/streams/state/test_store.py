@@ -450,6 +450,15 @@ def test_budget_reservation_is_idempotent_and_never_exceeds_the_limit(base: Sett
     assert later.spent["r9"] == 1000
 
 
+def test_a_reservation_of_nothing_is_granted_every_time_it_is_asked(base: Settings) -> None:
+    store = fresh(base)
+    free = Reservation("r-free", "coupons", 20000, 0, 1000)
+    full = Reservation("r-full", "coupons", 20000, 1000, 1000)
+    assert store.record([], [full, free]).granted == {"r-full": True, "r-free": True}
+    again = store.record([], [free])  # a crashed batch's outbox asks again
+    assert (again.granted, again.spent) == ({"r-free": True}, {"r-free": 1000})
+
+
 # --- transport: one round trip, scripts reloaded, failures surfaced ---------------------------
 
 
