@@ -103,6 +103,7 @@ class Reason(StrEnum):
     TOO_LATE = "too_late"
     KEY_MISMATCH = "key_mismatch"
     OUTPUT_REFUSED = "output_refused"  # an output the broker refused for good (too large)
+    PROCESSING_FAILED = "processing_failed"  # the member's batch failed, the rest did not
 
 
 def encode_event(event: Event) -> bytes:

@@ -33,6 +33,16 @@ class StateUnavailable(MemberPulseError):
     """Redis did not answer (or kept failing) within the retry bound."""
 
 
+class StateCorrupt(MemberPulseError):
+    """A member's stored state does not decode. Never retried: the batch path isolates the
+    member and dead-letters its events (`processing_failed`)."""
+
+
+class PoisonLimit(MemberPulseError):
+    """More of a batch failed member by member than a data fault explains: the fault is in
+    the code, the model or the store, and the worker stops instead of dead-lettering."""
+
+
 class BadEvent(MemberPulseError):
     """An input event failed validation; `reason` is the machine-readable DLQ code."""
 

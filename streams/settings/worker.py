@@ -82,6 +82,13 @@ class WorkerSettings(Section):
     )
     retry_backoff_s: float = Field(0.5, gt=0, description="first retry of a failed batch")
     retry_backoff_max_s: float = Field(10.0, gt=0)
+    poison_max_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="members of a batch that may fail one by one (dead-lettered as "
+        "processing_failed) before the worker stops: past it the fault is not in the data",
+    )
     gc_gen0_threshold: int = Field(
         50_000,
         ge=0,

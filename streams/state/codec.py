@@ -50,7 +50,7 @@ from typing import Any, Final
 import msgpack
 
 from memberpulse.models.contract import EVENT_TYPES
-from memberpulse.models.errors import StateUnavailable
+from memberpulse.models.errors import StateCorrupt
 from memberpulse.models.snapshot import (
     DAYS_KEPT,
     DAYS_PER_WEEK,
@@ -121,9 +121,12 @@ def unpack_state(blob: bytes) -> list[Any]:
     """The stored msgpack array, checked for its layout version."""
     # Binary columns travel as msgpack str (Redis 6.2's cmsgpack has no bin type), so
     # everything is read as bytes and only the text fields are decoded.
-    state = msgpack.unpackb(blob, raw=True)
+    try:
+        state = msgpack.unpackb(blob, raw=True)
+    except (ValueError, TypeError) as exc:  # msgpack's errors derive from ValueError
+        raise StateCorrupt(f"member state does not decode ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, list) or not state or state[0] not in _LAYOUTS_READ:
-        raise StateUnavailable(f"unknown member state layout: {str(state)[:80]}")
+        raise StateCorrupt(f"unknown member state layout: {str(state)[:80]}")
     state[1] = state[1].decode()
     return state
 
@@ -213,7 +216,7 @@ def _records_of(
         len(price_column),
         len(quantity_column),
     ):
-        raise StateUnavailable(f"member state {state[1]!r}: sparse columns do not match")
+        raise StateCorrupt(f"member state {state[1]!r}: sparse columns do not match")
     # Fill in the few events that carry a value; `compress` picks their positions in C.
     prices: Sequence[float | None] = (None,) * len(flags)
     if price_column:

@@ -9,6 +9,7 @@ from typing import NamedTuple, Protocol
 import msgpack
 
 from memberpulse.models.contract import Event
+from memberpulse.models.errors import StateCorrupt
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot, Reservation
 
 
@@ -94,7 +95,10 @@ def decode_decision(blob: bytes | None) -> DecisionState:
     """Stored bytes back to a DecisionState (defaults when nothing was stored)."""
     if blob is None:
         return DecisionState()
-    values = msgpack.unpackb(blob, strict_map_key=False)
+    try:
+        values = msgpack.unpackb(blob, strict_map_key=False)
+    except (ValueError, TypeError) as exc:  # msgpack's errors derive from ValueError
+        raise StateCorrupt(f"decision state does not decode ({type(exc).__name__}: {exc})") from exc
     # Fields are only ever appended: a blob written before a field existed lacks its tail,
     # which keeps the field's default.
     return DecisionState(**dict(zip(_DECISION_FIELDS, values, strict=False)))

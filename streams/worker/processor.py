@@ -35,7 +35,7 @@ import orjson
 from numpy.typing import NDArray
 
 from memberpulse.models.contract import Event, Reason
-from memberpulse.models.errors import OutputsNotConfirmed
+from memberpulse.models.errors import OutputsNotConfirmed, PoisonLimit, StateUnavailable
 from memberpulse.models.explain import explain
 from memberpulse.models.features import FeatureBatch, FeatureSpec, encode
 from memberpulse.models.snapshot import DecisionState, MemberSnapshot, Reservation, day_of
@@ -63,6 +63,8 @@ HEADER_KIND: Final = "kind"
 HEADER_ID: Final = "output_id"
 HEADER_MODEL: Final = "model_version"
 _RECENT_KEPT: Final = 50
+#: Failures of the infrastructure, not of the data: the caller retries the whole batch.
+_TRANSIENT: Final = (StateUnavailable, OutputsNotConfirmed)
 
 
 class OutputSink(Protocol):
@@ -99,6 +101,30 @@ class BatchReport:
     latency_s: list[float] = field(default_factory=list)
     produced: list[Output] = field(default_factory=list)
     model_version: str | None = None
+
+    def add(self, other: BatchReport) -> None:
+        """Fold in the report of another part of the same batch."""
+        for name in (
+            "records",
+            "applied",
+            "duplicates",
+            "redelivered",
+            "scored",
+            "idle_checked",
+            "resent",
+            "coupons_refused",
+            "replayed",
+            "round_trips",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))  # fmt: skip
+        self.dead_letters.update(other.dead_letters)
+        self.outputs.update(other.outputs)
+        self.outputs_refused.update(other.outputs_refused)
+        for stage, seconds in other.stage_s.items():
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+        self.latency_s += other.latency_s
+        self.produced += other.produced
+        self.model_version = other.model_version or self.model_version
 
 
 class _Stages:
@@ -144,6 +170,7 @@ class BatchProcessor:
         self.event_time: dict[int, int] = {}  # partition → largest event ts seen
         self._batches = 0  # batches with input, attempts included (the failpoints count them)
         self._with_input = False  # the batch being processed has input (not an idle pass)
+        self._isolating = False  # processing parts of a batch that failed (no idle checks)
         # (topic, partition) → the highest offset of a batch that returned: records at or
         # below it come again only by redelivery (each topic partition arrives in offset
         # order), and their dead letters were confirmed by the broker already.
@@ -185,15 +212,92 @@ class BatchProcessor:
         idle_partitions: Sequence[int] = (),
         decode_s: float = 0.0,
     ) -> BatchReport:
-        """`process` for records decoded already (`decode_s`: what decoding them took)."""
+        """`process` for records decoded already (`decode_s`: what decoding them took).
+
+        Transient failures (Redis, the broker) raise: the caller retries the batch. Any
+        other failure is taken for one specific to some members (a scorer error on their
+        rows, a non-finite score, a stored state that does not decode): the batch is split
+        by member until the failing members are found, their events go to the DLQ
+        (`processing_failed`) and the rest is processed. Past `poison_max_fraction` of
+        the batch's members (at least one may fail), `PoisonLimit` stops the worker.
+        """
         try:
             return self._process(items, idle_partitions, decode_s)
-        except BaseException:
+        except BaseException as exc:
             # Redis may have run this attempt's apply (a reply lost to a timeout, or a later
             # stage failed): on the retry its events read as redelivered, yet no report
             # counted them, so the retry counts them as applied.
             _advance(self._attempted, (item.record for item in items))
-            raise
+            if isinstance(exc, _TRANSIENT) or not isinstance(exc, Exception) or not items:
+                raise
+            failure = exc
+        return self._isolate(items, failure)
+
+    def _isolate(self, items: Sequence[Decoded], failure: Exception) -> BatchReport:
+        """Process `items` member group by member group, halving the groups that fail."""
+        groups: dict[str | None, list[Decoded]] = {}
+        for item in items:  # dead letters of decoding ride with the first group
+            member = item.result.member_id if isinstance(item.result, Event) else None
+            groups.setdefault(member, []).append(item)
+        members = [m for m in groups if m is not None]
+        allowed = max(1, math.floor(self._settings.worker.poison_max_fraction * len(members)))
+        failed: dict[str, Exception] = {}
+        report = BatchReport()
+        self._isolating = True
+        try:
+            pending: list[tuple[list[str | None], Exception]] = [(list(groups), failure)]
+            while pending:
+                chosen, error = pending.pop()
+                if chosen == [None]:  # only decoding's dead letters: nothing to isolate
+                    raise error
+                if len(chosen) == 1:
+                    alone = str(chosen[0])  # a member id: the [None] part raised above
+                    failed[alone] = error
+                    if len(failed) > allowed:
+                        raise PoisonLimit(
+                            f"{len(failed)} of {len(members)} members of a batch failed one by "
+                            f"one (at most {allowed} may): the fault is not in the data; "
+                            f"first: {type(error).__name__}: {error}"
+                        ) from error
+                    continue
+                half = len(chosen) // 2 or 1
+                for part in (chosen[:half], chosen[half:]):
+                    subset = [item for member in part for item in groups[member]]
+                    if not subset:
+                        continue
+                    try:
+                        report.add(self._process(subset, (), 0.0))
+                    except _TRANSIENT:
+                        raise
+                    except Exception as exc:
+                        _advance(self._attempted, (item.record for item in subset))
+                        pending.append((part, exc))
+            if failed:
+                letters = [
+                    Decoded(item.record, self._failed_letter(item, failed[member]))
+                    for member in failed
+                    for item in groups[member]
+                ]
+                report.add(self._process(letters, (), 0.0))
+        finally:
+            self._isolating = False
+        _advance(self._processed, (item.record for item in items))
+        for member, error in failed.items():
+            log.error(
+                "member %r failed alone (%s: %s): its %d events dead-lettered",
+                member, type(error).__name__, error, len(groups[member]),
+            )  # fmt: skip
+        return report
+
+    def _failed_letter(self, item: Decoded, error: Exception) -> DeadLetter:
+        record = item.record
+        return DeadLetter(
+            Reason.PROCESSING_FAILED,
+            f"the member's batch failed alone: {type(error).__name__}: {str(error)[:300]}",
+            record.value,
+            Origin(record.topic, record.partition, record.offset, record.key),
+            self._clock(),
+        )
 
     def _process(
         self, items: Sequence[Decoded], idle_partitions: Sequence[int], decode_s: float
@@ -226,7 +330,9 @@ class BatchProcessor:
         received = self._clock()
         events, dead, report.redelivered = self._split(items)
 
-        partitions = sorted({r.partition for r in records} | set(idle_partitions))
+        partitions = (
+            [] if self._isolating else sorted({r.partition for r in records} | set(idle_partitions))
+        )
         budget = self._policy.coupons.budget.name
         days = sorted({day_of(self.event_time[p]) for p in partitions if p in self.event_time})
         before = getattr(self._store, "round_trips", 0)
@@ -305,7 +411,8 @@ class BatchProcessor:
         report.idle_checked = len(set(result.idle_due) & set(members))
         report.coupons_refused = len(refused)
         report.round_trips = getattr(self._store, "round_trips", 0) - before
-        _advance(self._processed, records)
+        if not self._isolating:  # isolating: each part's offsets interleave with the others'
+            _advance(self._processed, records)
         self._count(report, events)
         return report
 
@@ -388,6 +495,10 @@ class BatchProcessor:
             exclude[row, : min(len(bought), width)] = bought[:width]
         stages.done("encode")
         out = scorer.score(batch, exclude)
+        finite = np.isfinite(out.churn) & np.isfinite(out.spend)
+        if not finite.all():  # found member by member, then dead-lettered (process_decoded)
+            bad = [members[row] for row in np.flatnonzero(~finite)[:3]]
+            raise ValueError(f"non-finite scores for {int((~finite).sum())} members, e.g. {bad}")
         items = scorer.item_ids(out.top_items)
         churn, spend, top = out.churn.tolist(), out.spend.tolist(), out.top_scores.tolist()
         reasons = self._explain(members, batch, out.churn, scorer, result)

@@ -57,8 +57,8 @@ class KafkaSink:
                 self._producer.poll(0.05)
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if error.code() not in PERMANENT:
-                    raise
+                if error.code() not in PERMANENT:  # the broker's trouble: the batch is retried
+                    raise OutputsNotConfirmed(f"{topic}: {error.str()}") from exc
                 self._refused.append(Refused(topic, key, len(value), headers, error.str()))
                 break
         self._queued += 1

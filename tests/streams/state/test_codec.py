@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memberpulse.models.contract import EVENT_TYPES
-from memberpulse.models.errors import StateUnavailable
+from memberpulse.models.errors import StateCorrupt
 from memberpulse.models.snapshot import MAX_DAY_COUNT
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.state.codec import _day_windows, _merged_rows, _records_of
@@ -85,5 +85,5 @@ def test_layout_5_records_read_back_with_their_sparse_columns() -> None:
 def test_sparse_columns_that_do_not_match_their_flags_are_refused() -> None:
     records = layout_5_records([(TODAY * MS_PER_DAY, 7, 2, 1, 0)])
     state = [5, "M1", *[None] * 2, records, *[None] * 14, b"", b""]
-    with pytest.raises(StateUnavailable, match="sparse columns do not match"):
+    with pytest.raises(StateCorrupt, match="sparse columns do not match"):
         _records_of(state)

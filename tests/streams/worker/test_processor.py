@@ -13,7 +13,7 @@ import pytest
 
 from memberpulse.models import explain
 from memberpulse.models.contract import Event, encode_event
-from memberpulse.models.errors import OutputsNotConfirmed
+from memberpulse.models.errors import OutputsNotConfirmed, PoisonLimit
 from memberpulse.models.snapshot import day_of
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.decisions import (
@@ -462,3 +462,47 @@ def test_a_coupon_refused_at_reservation_is_never_sent_even_after_a_crash(
     for day in {p["budget_day"] for p in refused}:
         ledger = keys.budget_key(settings.redis.key_prefix, rules.budget.name, day)
         assert int(store.client.hget(ledger, "spent")) == limit  # the rival's, not exceeded
+
+
+# --- poison: failures specific to some members -------------------------------------------------
+
+
+def _corrupt(settings: Settings, members: Iterable[str]) -> None:
+    """Overwrite members' stored state with bytes no layout reads (what a bad migration or
+    a foreign writer under our prefix would leave)."""
+    client = RedisState(settings).client
+    for member in members:
+        client.set(keys.member_keys(settings.redis.key_prefix, member)[0], b"\xc1not msgpack")
+
+
+def test_a_member_whose_state_does_not_decode_is_dead_lettered_and_the_rest_processed(
+    isolated: Settings, served_registry: Path
+) -> None:
+    events = _events(members=12, days=30, seed=13)
+    members = sorted({e.member_id for e in events})
+    poisoned = members[5]
+    _corrupt(isolated, [poisoned])
+    records = _Records(isolated).make(events, events[-1].ts + 1)
+    report = _processor(isolated, served_registry).process(records)
+    mine = sum(e.member_id == poisoned for e in events)
+    assert report.dead_letters == Counter({"processing_failed": mine})
+    assert report.applied == len(events) - mine  # every other member's events, once
+    letters = _dead_letters(isolated)
+    assert {(d["reason"], d["key"]) for d in letters} == {("processing_failed", poisoned)}
+    assert "StateCorrupt: decision state does not decode" in str(letters[0]["message"])
+    for letter in letters:
+        validate_record(letter, "dlq")
+    outputs = _outputs(isolated)
+    assert poisoned not in {o["member_id"] for o in outputs}
+    assert {o["member_id"] for o in outputs} >= set(members) - {poisoned}
+
+
+def test_more_members_failing_than_a_data_fault_explains_stops_the_batch(
+    isolated: Settings, served_registry: Path
+) -> None:
+    events = _events(members=12, days=30, seed=13)
+    _corrupt(isolated, sorted({e.member_id for e in events})[:2])  # 1% of 12: one may fail
+    records = _Records(isolated).make(events, events[-1].ts + 1)
+    with pytest.raises(PoisonLimit, match="2 of 12 members of a batch failed one by one"):
+        _processor(isolated, served_registry).process(records)
+    assert _dead_letters(isolated) == []  # nothing blamed on the data
