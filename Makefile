@@ -10,13 +10,14 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CODE := streams models export
 
-.PHONY: run test lint typecheck unit integration install clean demo-down help
+.PHONY: run test lint typecheck unit integration faults install clean demo-down help
 
 help:
 	@echo "make run   - start the local stack, stream simulated members through it, stop"
 	@echo "make test  - install everything into .venv, lint, type-check, run the test suite"
 	@echo "make unit  - the fast tests: every test that starts no broker, Redis or worker"
 	@echo "make integration - the tests against real servers (started by the test fixtures)"
+	@echo "make faults - faults injected into a running worker (tests/faults, RELIABILITY.md)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (or PYTHON=python3.x)"; exit 1; }
@@ -45,7 +46,7 @@ typecheck: $(STAMP)
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p memberpulse
 
 test: lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # The marker is given in tests/conftest.py to every test using a server fixture, and a
 # guard there fails any test without it that starts a server anyway.
@@ -54,6 +55,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration
+
+# Faults injected into a running worker (tests/faults, RELIABILITY.md); -s prints the
+# recovery times the table there records.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -m faults -s
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache build *.egg-info

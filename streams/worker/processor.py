@@ -597,9 +597,9 @@ class BatchProcessor:
                 report.outputs[out.kind] += 1
                 report.produced.append(out)
         self._failpoint("produce")  # armed, with no output to send
-        refused = sink.flush()  # raises when anything is unconfirmed: nothing gets acknowledged
-        if refused:
-            self._dead_letter_refused(refused, report)
+        rejected = sink.flush()  # raises when anything is unconfirmed: nothing gets acknowledged
+        if rejected:
+            self._dead_letter_refused(rejected, report)
         self._confirmed = sent
         self.recent.extend(report.produced)
 

@@ -86,8 +86,17 @@ class KafkaSink:
             return
         if error.code() in PERMANENT:  # the broker refused this record: never retried
             value = message.value() or b""
-            headers = [(k, v or b"") for k, v in (message.headers() or [])]
+            headers: list[tuple[str, bytes]] = []
+            for pair in message.headers() or []:  # our records carry (str, bytes) pairs
+                if isinstance(pair, tuple):
+                    name, header = pair
+                    headers.append((str(name), header if isinstance(header, bytes) else b""))
             topic = message.topic() or ""
-            self._refused.append(Refused(topic, message.key(), len(value), headers, error.str()))
+            key = message.key()
+            self._refused.append(
+                Refused(
+                    topic, key if isinstance(key, bytes) else None, len(value), headers, error.str()
+                )
+            )
         else:
             self._failed.append(f"{message.topic()}: {error.str()}")

@@ -230,8 +230,9 @@ def committed_all(settings: Settings, sent: int) -> bool:
     return all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed)
 
 
-def check_conservation(settings: Settings, events: list[Event], bad: int) -> None:
-    """Everything `RELIABILITY.md` promises of a run, checked on the broker and in Redis."""
+def check_conservation(settings: Settings, events: list[Event], bad: int) -> dict[str, int]:
+    """Everything `RELIABILITY.md` promises of a run, checked on the broker and in Redis;
+    what was seen: output records, distinct ids, and byte-identical repeats among them."""
     kafka = settings.kafka
     letters = [orjson.loads(m.value()) for m in read_from_start(kafka, [kafka.topic_dlq])]
     origins = {(d["topic"], d["partition"], d["offset"]) for d in letters}
@@ -239,8 +240,10 @@ def check_conservation(settings: Settings, events: list[Event], bad: int) -> Non
     assert {d["reason"] for d in letters} <= {"malformed_json"}
 
     by_id: dict[str, set[bytes]] = defaultdict(set)
+    records = 0
     for message in read_from_start(kafka, kafka.output_topics):
         by_id[orjson.loads(message.value())["id"]].add(message.value())
+        records += 1
     renamed = {ident: len(v) for ident, v in by_id.items() if len(v) > 1}
     assert not renamed, renamed  # a repeat is byte-identical
     episodes: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -264,3 +267,4 @@ def check_conservation(settings: Settings, events: list[Event], bad: int) -> Non
         if snapshots.get(m) != fold([e for e in events if e.member_id == m], now, spec)
     ]
     assert not lost, f"{len(lost)} of {len(members)} members' state is not the fold of their events"
+    return {"outputs": records, "ids": len(by_id), "repeated": records - len(by_id)}

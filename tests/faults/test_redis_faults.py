@@ -75,7 +75,8 @@ def _run_with_fault(
         assert final.total("memberpulse_events_applied_total") > applied
         assert final.accounted() == sent  # each input counted once, redeliveries apart
         assert worker.stop(60) == 0
-    check_conservation(settings, events, _BAD)
+    seen = check_conservation(settings, events, _BAD)
+    print(f"outputs {seen}")
     return recovery
 
 

@@ -72,7 +72,7 @@ def test_a_worker_killed_after_each_stage_loses_nothing_once_restarted(
     print(f"killed after {stage}: restarted worker committed everything in {took:.1f} s")
     if stage in ("record", "produce"):  # the killed batch's outbox went out again
         assert resent > 0
-    check_conservation(settings, events, _BAD)
+    print(f"outputs {check_conservation(settings, events, _BAD)}")
 
 
 def test_three_crashes_in_a_row_lose_nothing(
@@ -85,4 +85,4 @@ def test_three_crashes_in_a_row_lose_nothing(
     for stage in ("record", "produce", "state"):  # each restart dies in its second batch
         _doomed(settings, log, stage, batch=2)
     _finish(settings, log, load)
-    check_conservation(settings, events, _BAD)
+    print(f"outputs {check_conservation(settings, events, _BAD)}")
