@@ -291,7 +291,10 @@ class Worker:
             return
         consumer = app.consumer
         held = set()
+        inputs = self.settings.kafka.input_topics
         for tp in consumer.assignment():
+            if tp.topic not in inputs:  # Faust's own assignor topic is nobody's lag
+                continue
             high = consumer.highwater(tp)
             read = getattr(consumer, "_read_offset", {}).get(tp)  # no public read position
             if high is not None:

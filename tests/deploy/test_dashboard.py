@@ -175,10 +175,7 @@ def test_dashboard_and_alerts_read_only_what_a_real_worker_exports(
         what="the unknown version refused",
     )
     wait_until(
-        lambda: (
-            worker.metrics().total("memberpulse_consumer_lag") >= 0
-            and any(name == "memberpulse_consumer_lag" for name, _ in worker.metrics())
-        ),
+        lambda: any(name == "memberpulse_consumer_lag" for name, _ in worker.metrics()),
         timeout=30,
         interval=0.5,
         what="consumer lag exported",

@@ -68,7 +68,7 @@ def test_corrupt_file_and_mismatched_schema_are_refused(
         registry.promote(v1)
 
 
-def test_hot_reload_under_a_running_scorer_loses_and_repeats_nothing(
+def test_a_promotion_while_a_scoring_thread_runs_swaps_between_batches_losing_none(
     models: tuple[Path, Path], tmp_path: Path, exported: list[Path]
 ) -> None:
     registry, (v1, v2) = _registry_with_both(tmp_path, exported)

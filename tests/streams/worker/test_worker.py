@@ -68,6 +68,15 @@ def _worker(settings: Settings, log: Path) -> Iterator[WorkerProcess]:
         worker.kill()
 
 
+def _lags(worker: WorkerProcess) -> dict[tuple[str, str], float]:
+    """The consumer lag gauge per (topic, partition)."""
+    return {
+        (dict(labels)["topic"], dict(labels)["partition"]): value
+        for (name, labels), value in worker.metrics().items()
+        if name == "memberpulse_consumer_lag"
+    }
+
+
 def _registry_copy(served_registry: Path, tmp_path: Path) -> Path:
     target = tmp_path / "registry"
     shutil.copytree(served_registry, target, symlinks=True)
@@ -121,15 +130,20 @@ def test_worker_scores_the_stream_validates_outputs_and_stops_cleanly_on_sigterm
             what="every event applied, skipped or dead-lettered",
         )
         assert accounted(worker) == produced  # conservation
-        wait_until(  # the lag gauge is refreshed by the worker's timer
-            lambda: (
-                worker.metrics().total("memberpulse_consumer_lag") >= 0
-                and any(n == "memberpulse_consumer_lag" for n, _ in worker.metrics())
-            ),
-            timeout=30,
-            interval=0.5,
-            what="consumer lag exported",
-        )
+        wanted = {
+            (topic, str(p)) for topic in isolated.kafka.input_topics
+            for p in range(isolated.kafka.input_partitions)
+        }  # fmt: skip
+        seen: list[dict[tuple[str, str], float]] = [{}]
+
+        def drained() -> bool:
+            seen[0] = _lags(worker)
+            return seen[0] == dict.fromkeys(wanted, 0.0)
+
+        try:  # the lag gauge is refreshed by the worker's timer: 0 once drained
+            wait_until(drained, timeout=30, interval=0.5, what="lag 0 on every input partition")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last {seen[0]}") from None
         exported = worker.metrics()
         for name in (
             "memberpulse_events_total",
