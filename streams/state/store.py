@@ -21,7 +21,7 @@ import msgpack
 import redis
 from redis.cluster import RedisCluster
 
-from memberpulse.models.errors import StateUnavailable
+from memberpulse.models.errors import ConfigError, StateUnavailable
 from memberpulse.models.snapshot import (
     TYPE_INDEX,
     DecisionState,
@@ -542,6 +542,14 @@ class RedisState:
         for attempt in range(1, settings.redis.retry_attempts + 1):
             try:
                 return call()
+            except (
+                redis.exceptions.AuthenticationError
+            ) as exc:  # a ConnectionError, yet no retry cures it
+                user = settings.redis.username or "default"
+                raise ConfigError(
+                    f"Redis refused the credentials of user {user!r} ({exc}): check "
+                    "redis_username / redis_password"
+                ) from exc
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 if attempt == settings.redis.retry_attempts:
                     raise StateUnavailable(
