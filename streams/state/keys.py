@@ -46,3 +46,9 @@ def idle_key(prefix: str, partition: int) -> str:
 def budget_key(prefix: str, budget: str, day: int) -> str:
     """A budget's ledger for one event-time day (its own hash slot)."""
     return f"{prefix}:budget:{{{budget}}}:{day}"
+
+
+def clock_key(prefix: str) -> str:
+    """The sorted set of each partition's event time (the largest event ts applied): what a
+    worker that takes a partition over resumes its idle checks from."""
+    return f"{prefix}:clock"

@@ -77,6 +77,7 @@ class MemoryState:
         self._members: dict[str, _Member] = {}
         self._idle: dict[int, dict[str, int]] = {}  # partition → member → next check
         self._ledgers: dict[tuple[str, int], _Ledger] = {}
+        self._clocks: dict[int, int] = {}  # partition → largest event ts recorded
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MemoryState:
@@ -184,9 +185,15 @@ class MemoryState:
     # --- round trip 2 -------------------------------------------------------------------
 
     def record(
-        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ()
+        self,
+        decisions: Sequence[DecisionRecord],
+        reservations: Sequence[Reservation] = (),
+        clocks: Mapping[int, int] | None = None,
     ) -> RecordResult:
-        """Write reservations, decision states, outbox entries and idle schedule."""
+        """Write reservations, decision states, outbox entries, idle schedule and the
+        partitions' event times (the largest seen)."""
+        for partition, ts in (clocks or {}).items():
+            self._clocks[partition] = max(ts, self._clocks.get(partition, ts))
         result = RecordResult()
         for reservation in reservations:
             granted, spent = self._reserve(reservation)
@@ -216,6 +223,10 @@ class MemoryState:
         ledger.spent += reservation.amount
         ledger.taken[reservation.id] = reservation.amount
         return True, ledger.spent
+
+    def clocks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The event times `record` kept for `partitions` (those without one left out)."""
+        return {p: self._clocks[p] for p in partitions if p in self._clocks}
 
     # --- reads outside the batch path ---------------------------------------------------
 

@@ -440,9 +440,13 @@ class RedisState:
     # --- round trip 2 -------------------------------------------------------------------
 
     def record(
-        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ()
+        self,
+        decisions: Sequence[DecisionRecord],
+        reservations: Sequence[Reservation] = (),
+        clocks: Mapping[int, int] | None = None,
     ) -> RecordResult:
-        """Write decision states, outbox entries, idle schedule and reservations."""
+        """Write decision states, outbox entries, idle schedule, reservations and the
+        partitions' event times (each kept as the largest seen: ZADD GT)."""
 
         def build(pipe: Any) -> None:
             for reservation in reservations:
@@ -466,6 +470,10 @@ class RedisState:
                 else:
                     pipe.zadd(idle, {tag: decision.state.next_idle_check})
                     pipe.pexpire(idle, self._ttl)
+            if clocks:
+                clock = keys.clock_key(self._prefix)
+                pipe.zadd(clock, {str(p): ts for p, ts in clocks.items()}, gt=True)
+                pipe.pexpire(clock, self._ttl)
 
         replies = self._pipeline(build)
         result = RecordResult()
@@ -473,6 +481,14 @@ class RedisState:
             result.granted[reservation.id] = bool(granted)
             result.spent[reservation.id] = int(spent)
         return result
+
+    def clocks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The event times `record` kept for `partitions` (those without one left out)."""
+        if not partitions:
+            return {}
+        key = keys.clock_key(self._prefix)
+        (scores,) = self._pipeline(lambda pipe: pipe.execute_command("ZMSCORE", key, *partitions))
+        return {p: int(float(v)) for p, v in zip(partitions, scores, strict=True) if v is not None}
 
     def _budget_call(self, pipe: Any, op: str, reservation: Reservation) -> None:
         key = keys.budget_key(self._prefix, reservation.budget, reservation.day)

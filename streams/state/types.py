@@ -80,9 +80,15 @@ class StateStore(Protocol):
         """Round trip 1."""
 
     def record(
-        self, decisions: Sequence[DecisionRecord], reservations: Sequence[Reservation] = ()
+        self,
+        decisions: Sequence[DecisionRecord],
+        reservations: Sequence[Reservation] = (),
+        clocks: Mapping[int, int] | None = None,
     ) -> RecordResult:
-        """Round trip 2."""
+        """Round trip 2. `clocks`: partition → event time, kept as the largest seen."""
+
+    def clocks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The event times `record` kept for `partitions` (those without one left out)."""
 
 
 def encode_decision(state: DecisionState) -> bytes:

@@ -397,7 +397,12 @@ class BatchProcessor:
         # reservation was granted: reserving is idempotent per id, so asking again in this
         # same round trip returns the original answer (or reserves now, if it never ran).
         reservations += _pending_reservations(result.pending_outbox, self._policy)
-        recorded = self._store.record(records_out, reservations)
+        batch_partitions = {r.partition for r in records}
+        recorded = self._store.record(
+            records_out,
+            reservations,
+            {p: self.event_time[p] for p in batch_partitions if p in self.event_time},
+        )
         refused = {rid for rid, ok in recorded.granted.items() if not ok}
         stages.done("record")
         self._failpoint("record")
@@ -432,7 +437,15 @@ class BatchProcessor:
         return found
 
     def tick(self, partitions: Sequence[int]) -> BatchReport:
-        """An idle-check pass without input: members of `partitions` whose check is due."""
+        """An idle-check pass without input: members of `partitions` whose check is due.
+
+        A partition this worker has read nothing from yet (assigned by a rebalance, or
+        after a restart) resumes from the event time its previous owner recorded, so its
+        due checks run now rather than once an event arrives.
+        """
+        unknown = [p for p in partitions if p not in self.event_time]
+        if unknown:
+            self.event_time.update(self._store.clocks(unknown))
         return self.process([], idle_partitions=partitions)
 
     # --- stages -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ _USER, _PASSWORD, _ADMIN_PASSWORD = "mpworker", "w0rker-s3cret-7f2a", "adm1n-s3c
 #: Redis checks what a script calls against the user's rules too).
 _COMMANDS = (
     "evalsha script|load get set del hget hset hdel hgetall hlen hincrby pexpire zadd zrem "
-    "zrangebyscore ping"
+    "zrangebyscore zmscore ping"
 )
 
 

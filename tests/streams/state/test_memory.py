@@ -549,6 +549,33 @@ def test_an_output_the_broker_refuses_for_good_is_dead_lettered_and_the_rest_goe
     assert again.resent == 0
 
 
+def test_a_worker_taking_a_partition_over_resumes_its_idle_checks_at_once(
+    settings: Settings, served_registry: Path
+) -> None:
+    few = settings.model_copy(update={"state_idle_fetch_limit": 1})  # one check per pass
+    events = _simulated(members=30, seed=6)
+    received = events[-1].ts + 1
+    store = MemoryState.from_settings(few)
+    records = _Records(few, received).make(events)
+    # Everyone's first half, then one member's second half: that member's partition runs
+    # on in event time, and its quiet members fall due, more than one pass checks.
+    cut = (events[0].ts + events[-1].ts) // 2
+    busiest = Counter(e.member_id for e in events if e.ts >= cut).most_common(1)[0][0]
+    first = [r for r, e in zip(records, events, strict=True) if e.ts < cut]
+    then = [
+        r for r, e in zip(records, events, strict=True) if e.ts >= cut and e.member_id == busiest
+    ]
+    previous = _processor(few, store, served_registry, ListSink(), received)
+    previous.process(first)
+    previous.process(then)
+    assert store.clocks(sorted(previous.event_time)) == previous.event_time  # recorded
+    # The previous owner dies (or loses the partition) before its next idle pass.
+    taking_over = _processor(few, store, served_registry, ListSink(), received)  # no events
+    report = taking_over.tick([then[0].partition])
+    assert report.idle_checked == 1  # at once, from the recorded event time
+    assert taking_over.event_time[then[0].partition] == previous.event_time[then[0].partition]
+
+
 def test_bad_records_and_late_events_go_to_the_dlq_and_the_rest_is_applied(
     settings: Settings, served_registry: Path
 ) -> None:

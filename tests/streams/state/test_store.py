@@ -459,6 +459,14 @@ def test_a_reservation_of_nothing_is_granted_every_time_it_is_asked(base: Settin
     assert (again.granted, again.spent) == ({"r-free": True}, {"r-free": 1000})
 
 
+def test_partition_clocks_keep_the_largest_event_time_recorded(base: Settings) -> None:
+    store = fresh(base)
+    store.record([], clocks={0: NOW_MS, 1: NOW_MS - 5})
+    store.record([], clocks={0: NOW_MS - 1_000})  # an earlier time never moves a clock back
+    assert store.clocks([0, 1, 2]) == {0: NOW_MS, 1: NOW_MS - 5}
+    assert store.clocks([]) == {}
+
+
 # --- transport: one round trip, scripts reloaded, failures surfaced ---------------------------
 
 
