@@ -203,6 +203,53 @@ def bench_e2e(
         reporter.line(line)
 
 
+@bench_app.command("fuzz")
+def bench_fuzz(
+    ctx: typer.Context,
+    inputs: Annotated[int, typer.Option(min=100, help="Generated input records.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generator (a run repeats).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Hostile inputs among valid events through a real worker on a private local stack:
+    every input must be applied, skipped as a duplicate or dead-lettered with a reason,
+    and the worker must stay up. Serves the registry's current model, or the default one.
+    """
+    from memberpulse.streams.bench.fuzz import bench_fuzz as run
+    from memberpulse.streams.local import launcher
+    from memberpulse.streams.local.default_model import model_ready
+
+    state = context.state(ctx)
+    base = state.base_settings()
+    notes = Reporter(interactive=False, to_stderr=as_json)
+    model_ready(notes, base)
+    target = base.home / "bench" / time.strftime("fuzz-%Y%m%d-%H%M%S")
+    private = base.model_copy(
+        update={"home": target / "stack-home", "model_registry": base.registry_root,
+                "stack_kafka_port": 0, "stack_redis_port": 0}
+    )  # fmt: skip
+    info = launcher.up(private)
+    try:
+        report = run(info.apply_to(private), inputs, seed)
+    finally:
+        launcher.down(private)
+    if as_json:
+        context.print_json(report)
+        return
+    out = Reporter()
+    out.line(
+        f"{report['inputs']:,} inputs ({report['applied']:,} applied, {report['duplicates']:,} "
+        f"duplicates, {sum(report['dlq_by_reason'].values()):,} dead-lettered): "
+        f"{report['crashes']} crashes, {report['unaccounted']} unaccounted, "
+        f"{report['inputs_per_s']:,} inputs/s"
+    )
+    for reason, count in report["dlq_by_reason"].items():
+        out.line(f"  {reason:<18} {count:>8,}")
+    if report["refused_at_produce"]:
+        out.line(f"refused by the producer (over the broker limit): {report['refused_at_produce']}")
+    if report["crashes"] or report["unaccounted"]:
+        raise typer.Exit(1)
+
+
 def _redis_up(settings: Settings) -> bool:
     import redis
 
