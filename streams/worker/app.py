@@ -227,6 +227,11 @@ class Worker:
 
             def caught_up(topic: str, partition: int, last_offset: int) -> bool:
                 tp = TP(topic, partition)
+                if tp not in consumer.assignment():
+                    # mid-rebalance (aiokafka asserts on an unassigned partition's
+                    # highwater, and that crashed the worker when a second one joined):
+                    # not caught up, so its records wait for the next release
+                    return False
                 high = consumer.highwater(tp)
                 if high is None:
                     return False
