@@ -27,6 +27,11 @@ REDELIVERED = Counter(
     "Input records read again (a retried batch, a restart, a rebalance) after they were "
     "applied or dead-lettered: skipped, not counted twice",
 )
+STALE = Counter(
+    "memberpulse_stale_records_total",
+    "Input records that reached the agent after their partition was revoked (a rebalance "
+    "caught them in the take buffer): left unacknowledged for the partition's next owner",
+)
 BATCH_SIZE = Histogram(
     "memberpulse_batch_size", "Input records per micro-batch", buckets=_BATCH_BUCKETS
 )
