@@ -509,6 +509,7 @@ class BatchProcessor:
         stages.done("encode")
         out = scorer.score(batch, exclude)
         finite = np.isfinite(out.churn) & np.isfinite(out.spend)
+        finite &= np.isfinite(out.top_scores).all(axis=1)
         if not finite.all():  # found member by member, then dead-lettered (process_decoded)
             bad = [members[row] for row in np.flatnonzero(~finite)[:3]]
             raise ValueError(f"non-finite scores for {int((~finite).sum())} members, e.g. {bad}")

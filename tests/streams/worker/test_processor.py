@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from memberpulse.models import explain
 from memberpulse.models.contract import Event, encode_event
 from memberpulse.models.errors import OutputsNotConfirmed, PoisonLimit
+from memberpulse.models.features import FeatureBatch, FeatureSpec, _encoder
 from memberpulse.models.snapshot import day_of
 from memberpulse.models.timeutil import MS_PER_DAY
 from memberpulse.streams.decisions import (
@@ -25,7 +28,8 @@ from memberpulse.streams.decisions import (
     Policy,
 )
 from memberpulse.streams.decisions.coupons import load_rules
-from memberpulse.streams.serving.registry import ModelHolder, Registry
+from memberpulse.streams.serving.registry import ModelHolder, Registry, check
+from memberpulse.streams.serving.scorer import Scorer, Scores
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
 from memberpulse.streams.state.store import RedisState, keys
@@ -495,6 +499,83 @@ def test_a_member_whose_state_does_not_decode_is_dead_lettered_and_the_rest_proc
     outputs = _outputs(isolated)
     assert poisoned not in {o["member_id"] for o in outputs}
     assert {o["member_id"] for o in outputs} >= set(members) - {poisoned}
+
+
+class _PoisonedScorer:
+    """A real scorer that fails on the rows holding one item: raises, or answers NaN churn
+    or NaN recommendation scores (what a numerically broken model or a faulty kernel does
+    to some inputs)."""
+
+    def __init__(self, scorer: Scorer, token: int, mode: str) -> None:
+        self._scorer, self._token, self._mode = scorer, token, mode
+        self.poisoned_calls = 0
+
+    def score(self, batch: FeatureBatch, exclude: object = None) -> Scores:
+        hit = (batch.items == self._token).any(axis=1)
+        out = self._scorer.score(batch, exclude)  # type: ignore[arg-type]
+        if not hit.any():
+            return out
+        self.poisoned_calls += 1
+        if self._mode == "raise":
+            raise RuntimeError(f"scorer fault on {int(hit.sum())} rows")
+        field = "churn" if self._mode == "nan" else "top_scores"
+        values = getattr(out, field).copy()
+        values[hit] = np.nan
+        return dataclasses.replace(out, **{field: values})
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._scorer, name)
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan", "nan_top_scores"])
+def test_a_member_the_scorer_fails_on_is_dead_lettered_and_the_rest_processed(
+    isolated: Settings, served_registry: Path, fault: str
+) -> None:
+    events = _events(members=12, days=30, seed=13)
+    members = sorted({e.member_id for e in events})
+    poisoned = members[7]
+    registry = Registry(served_registry)
+    _path, spec, _card = check(registry, str(registry.current()))
+    marker, other = spec.items[0], spec.items[1]
+
+    # The poisoned member's events all name `marker`; nobody else's do.
+    def relabel(e: Event) -> Event:
+        if e.member_id == poisoned:
+            return e._replace(item_id=marker)
+        return e._replace(item_id=other) if e.item_id == marker else e
+
+    events = [relabel(e) for e in events]
+    token = _encoder(spec).item_id(marker)
+    scorers: list[_PoisonedScorer] = []
+
+    def make(path: Path, model_spec: FeatureSpec) -> Scorer:
+        scorers.append(_PoisonedScorer(Scorer(path, model_spec), token, fault))
+        return scorers[-1]  # type: ignore[return-value]
+
+    policy = Policy.from_settings(isolated.decisions, load_rules(isolated.decisions.coupon_rules))
+    processor = BatchProcessor(
+        isolated,
+        RedisState(isolated),
+        ModelHolder(Registry(served_registry), make_scorer=make),
+        KafkaSink(isolated.kafka),
+        policy,
+    )
+    records = _Records(isolated).make(events, events[-1].ts + 1)
+    report = processor.process(records)
+    assert scorers
+    assert scorers[-1].poisoned_calls >= 2  # the whole batch, then the member alone
+    mine = sum(e.member_id == poisoned for e in events)
+    assert report.dead_letters == Counter({"processing_failed": mine})
+    assert report.applied == len(events) - mine
+    letters = _dead_letters(isolated)
+    assert {(d["reason"], d["key"]) for d in letters} == {("processing_failed", poisoned)}
+    expected = "RuntimeError: scorer fault" if fault == "raise" else "non-finite scores"
+    assert expected in str(letters[0]["message"])
+    outputs = _outputs(isolated)
+    assert poisoned not in {o["member_id"] for o in outputs}
+    assert {o["member_id"] for o in outputs} >= set(members) - {poisoned}
+    for output in outputs:  # no NaN reached a consumer
+        assert all(v == v for v in output.values() if isinstance(v, float))
 
 
 def test_more_members_failing_than_a_data_fault_explains_stops_the_batch(
