@@ -102,7 +102,7 @@ class Worker:
         self._lag_series: set[tuple[str, int]] = set()  # (topic, partition) reported here
         self._batch_lock = asyncio.Lock()
         self._stopping = False  # one release (or idle pass) at a time, in order
-        self._revoked_generation: int | None = None  # the group generation last revoked
+        self._revoking = False  # between a revocation and the next assignment
         self._stale = 0  # records left unacknowledged since the last revocation
         self.app = self._build_app()
 
@@ -174,14 +174,15 @@ class Worker:
                 await self._release(app)
 
         async def revoked(_sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
-            # Eager rebalances revoke every partition: whatever was fetched in this
-            # generation and is still on its way to the agent is now someone else's.
-            self._revoked_generation = app.consumer_generation_id
+            # Eager rebalances revoke every partition: whatever was fetched before and is
+            # still on its way to the agent is now someone else's.
+            self._revoking = True
             dropped = self.aligner.drop((tp.topic, tp.partition) for tp in revoked)
             if dropped:
                 log.info("rebalance: %d held records of revoked partitions left unacked", dropped)
 
         async def assigned(_sender: Any, _assigned: set[Any], **_kwargs: Any) -> None:
+            self._revoking = False  # records of the new generation are ours again
             if self._stale:  # one line per rebalance, not one per take
                 log.info("rebalance: %d stale records left unacknowledged", self._stale)
                 self._stale = 0
@@ -230,10 +231,9 @@ class Worker:
         to the state, and lose them (1 member in 119 in a CI rebalance run). They are
         left unacknowledged instead; the next owner reads them again.
         """
-        revoked = self._revoked_generation
         fresh, stale = [], []
         for event in events:
-            ours = _fresh(event.message.generation_id, generation, revoked)
+            ours = _fresh(event.message.generation_id, generation, self._revoking)
             (fresh if ours else stale).append(event)
         if stale:
             records = sum(len(batch_of(e.message)) for e in stale) if batches else len(stale)
@@ -369,11 +369,16 @@ class Worker:
         worker.execute_from_commandline()
 
 
-def _fresh(fetched_in: int | None, current: int, revoked: int | None) -> bool:
+def _fresh(fetched_in: int | None, current: int, revoking: bool) -> bool:
     """Whether a record fetched in group generation `fetched_in` may still be processed:
-    it comes from the current generation, and that generation has not been revoked
-    (between a revocation and the next assignment, no record is anyone's)."""
-    return fetched_in == current and current != revoked
+    it comes from the current generation, and no rebalance is under way (between a
+    revocation and the next assignment, no record is anyone's).
+
+    A flag rather than the revoked generation's id: the first join revokes nothing under
+    generation 0, and tansu's first generation is 0 too (comparing ids stalled a fresh
+    worker until a second one joined; the broker-pause test found it).
+    """
+    return fetched_in == current and not revoking
 
 
 def _one_each(events: list[Any]) -> tuple[list[InRecord], list[Any]]:

@@ -1,4 +1,4 @@
-"""Fixtures of the fault suite: a Redis of the test's own and a copy of the served model."""
+"""Fixtures of the fault suite: a Redis and a broker of the test's own, a copy of the model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from memberpulse.streams.settings import Settings
-from tests.faults.harness import OwnRedis
+from tests.faults.harness import OwnBroker, OwnRedis
 
 
 @pytest.fixture
@@ -20,6 +20,16 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         yield redis
     finally:
         redis.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """A tansu broker only this test uses (paused at will without stalling the others)."""
+    broker = OwnBroker.start(Settings(home=tmp_path / "broker-home", stack_stop_grace_s=1.0))
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

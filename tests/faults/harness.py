@@ -85,6 +85,31 @@ class OwnRedis:
         self.pid = info.records[stack.REDIS].pid
 
 
+@dataclass
+class OwnBroker:
+    """A tansu broker of the test's own (memory storage), started by the launcher."""
+
+    home: Settings
+    bootstrap: str
+    pid: int
+
+    @classmethod
+    def start(cls, home: Settings) -> OwnBroker:
+        info = launcher.up(home, components=["kafka"])
+        record = info.records[stack.KAFKA]
+        return cls(home, stack.kafka_bootstrap(record), record.pid)
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        launcher.down(self.home)
+
+
 def member_events(members: int, seed: int, days: int = 30) -> list[Event]:
     """Simulated members' events in time order, with some late ones: for one in every
     `_LATE_EVERY` pairs of a member's consecutive same-topic events less than the lateness
