@@ -73,6 +73,11 @@ class OwnRedis:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no last flush of the append-only file."""
+        os.kill(self.pid, signal.SIGKILL)
+        wait_until(lambda: not _alive(self.pid), timeout=10, interval=0.05, what="redis gone")
+
     def stop(self) -> None:
         """SIGTERM, as `stack down` does (the append-only file is flushed)."""
         self.resume()  # a stopped process would not see SIGTERM until resumed
@@ -108,6 +113,20 @@ class OwnBroker:
     def stop(self) -> None:
         self.resume()
         launcher.down(self.home)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _status = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        waited = 0
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def member_events(members: int, seed: int, days: int = 30) -> list[Event]:

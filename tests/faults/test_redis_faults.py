@@ -100,6 +100,19 @@ def test_redis_restarted_under_load_keeps_its_state_and_loses_nothing(
     print(f"redis stopped (SIGTERM) {_HOLD_S} s and started again: ready {recovery:.1f} s later")
 
 
+def test_redis_killed_under_load_loses_no_acknowledged_write(
+    isolated: Settings, registry: Path, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    # appendfsync everysec: Redis write()s the append-only file before it answers and
+    # fsyncs once a second, so a killed process (not a power cut) keeps every write it
+    # acknowledged; the conservation check would find a member with events missing.
+    settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
+    recovery = _run_with_fault(
+        settings, tmp_path / "worker.log", own_redis.kill, own_redis.start_again, "did not answer"
+    )
+    print(f"redis killed (SIGKILL) {_HOLD_S} s and started again: ready {recovery:.1f} s later")
+
+
 @pytest.mark.parametrize(
     ("refusal", "inject", "heal"),
     [
