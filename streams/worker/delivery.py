@@ -29,6 +29,7 @@ gaps, as upstream does between messages.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar, Final, cast
 
 import faust
@@ -147,6 +148,14 @@ class BatchConsumer(MessageConsumer):
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            # Stopped while a rebalance is under way: upstream's fetcher takes the
+            # cancellation for a rebalance restart, records it as the app's crash and
+            # the worker exits 1 after a clean shutdown (found with two workers, the
+            # second stopping first). A stop is a normal end; a restart still raises.
+            if self.transport.app.should_stop:
                 return
             raise
         except Exception as exc:  # as upstream: crash the app, do not spin on errors

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from memberpulse.models.contract import Event, encode_event
 from memberpulse.models.fold import fold
 from memberpulse.models.snapshot import DecisionState
+from memberpulse.streams.decisions import COUPON
 from memberpulse.streams.local import launcher, stack
 from memberpulse.streams.local.worker_process import WorkerProcess
 from memberpulse.streams.settings import Settings
@@ -274,7 +275,9 @@ def committed_all(settings: Settings, sent: int) -> bool:
     return all(tp.offset >= ends[(tp.topic, tp.partition)] for tp in committed)
 
 
-def check_conservation(settings: Settings, events: list[Event], bad: int) -> dict[str, int]:
+def check_conservation(
+    settings: Settings, events: list[Event], bad: int, refused_coupons: int = 0
+) -> dict[str, int]:
     """Everything `RELIABILITY.md` promises of a run, checked on the broker and in Redis;
     what was seen: output records, distinct ids, and byte-identical repeats among them."""
     kafka = settings.kafka
@@ -299,9 +302,17 @@ def check_conservation(settings: Settings, events: list[Event], bad: int) -> dic
     store = RedisState(settings)
     members = sorted({e.member_id for e in events})
     decisions = store.decisions(members)
+    unsent = 0
     for member in members:
         for kind, count in decisions.get(member, DecisionState()).episodes.items():
-            assert sorted(episodes[(member, kind)]) == list(range(1, count + 1)), (member, kind)
+            got = sorted(episodes[(member, kind)])
+            if kind == COUPON:  # a coupon refused at reservation keeps its episode, unsent
+                assert set(got) <= set(range(1, count + 1)), (member, kind, got, count)
+                assert len(got) == len(set(got)), (member, got)
+                unsent += count - len(got)
+            else:
+                assert got == list(range(1, count + 1)), (member, kind, got, count)
+    assert unsent == refused_coupons, f"{unsent} coupon episodes unsent, {refused_coupons} refused"
     now = max(e.ts for e in events)
     snapshots = store.read(members, now)
     spec = settings.state.spec()
