@@ -231,7 +231,8 @@ class Worker:
         to the state, and lose them (1 member in 119 in a CI rebalance run). They are
         left unacknowledged instead; the next owner reads them again.
         """
-        fresh, stale = [], []
+        fresh: list[Any] = []
+        stale: list[Any] = []
         for event in events:
             ours = _fresh(event.message.generation_id, generation, self._revoking)
             (fresh if ours else stale).append(event)
