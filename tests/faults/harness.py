@@ -51,8 +51,20 @@ EXIT_DEADLINE_S = 60.0
 BAD_RECORD = b'{"event_id": "bad-%d"'  # truncated JSON: malformed_json in the DLQ
 
 
+class _Signalled:
+    """Pausing and resuming a server process of the test's own (`pid`)."""
+
+    pid: int
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
 @dataclass
-class OwnRedis:
+class OwnRedis(_Signalled):
     """A redis-server of the test's own, started by the project's launcher."""
 
     home: Settings
@@ -68,16 +80,15 @@ class OwnRedis:
     def url(self) -> str:
         return f"redis://{stack.LOOPBACK}:{self.port}/0"
 
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last flush of the append-only file."""
         os.kill(self.pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(self.pid), timeout=10, interval=0.05, what="redis gone")
+        wait_until(  # no start time: gone, or a zombie
+            lambda: stack.process_start_ticks(self.pid) is None,
+            timeout=10,
+            interval=0.05,
+            what="redis gone",
+        )
 
     def stop(self) -> None:
         """SIGTERM, as `stack down` does (the append-only file is flushed)."""
@@ -92,7 +103,7 @@ class OwnRedis:
 
 
 @dataclass
-class OwnBroker:
+class OwnBroker(_Signalled):
     """A tansu broker of the test's own (memory storage), started by the launcher."""
 
     home: Settings
@@ -105,29 +116,9 @@ class OwnBroker:
         record = info.records[stack.KAFKA]
         return cls(home, stack.kafka_bootstrap(record), record.pid)
 
-    def pause(self) -> None:
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
     def stop(self) -> None:
         self.resume()
         launcher.down(self.home)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _status = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-    except ChildProcessError:
-        waited = 0
-    if waited == pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def member_events(members: int, seed: int, days: int = 30) -> list[Event]:
@@ -308,7 +299,6 @@ def check_conservation(
             got = sorted(episodes[(member, kind)])
             if kind == COUPON:  # a coupon refused at reservation keeps its episode, unsent
                 assert set(got) <= set(range(1, count + 1)), (member, kind, got, count)
-                assert len(got) == len(set(got)), (member, got)
                 unsent += count - len(got)
             else:
                 assert got == list(range(1, count + 1)), (member, kind, got, count)
