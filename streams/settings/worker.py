@@ -110,6 +110,15 @@ class WorkerSettings(Section):
     max_id_chars: int = Field(
         2_048, ge=8, alias="max_id_chars", description="longest member/item/event id accepted"
     )
+    dead_letter_max_bytes: int = Field(
+        65_536,
+        ge=256,
+        le=131_072,
+        alias="dead_letter_max_bytes",
+        description="bytes of an input's payload and of its key a dead letter carries (the "
+        "rest stays in the input topic at its offset); JSON escapes can make text 6x longer, "
+        "so at the cap a dead letter stays under the producer's 1 MB message.max.bytes",
+    )
     ts_floor: int = Field(
         parse_ts("2000-01-01"),
         alias="ts_floor",

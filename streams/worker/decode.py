@@ -49,9 +49,15 @@ class DeadLetter:
     origin: Origin
     received_at: int | None
 
-    def to_wire(self) -> bytes:
-        """The DLQ record as JSON bytes (raw and key as UTF-8 text, else base64)."""
-        raw_text, raw_encoding = _text_or_base64(self.raw)
+    def to_wire(self, max_bytes: int | None = None) -> bytes:
+        """The DLQ record as JSON bytes (raw and key as UTF-8 text, else base64).
+
+        With `max_bytes`, `raw` and `key` keep at most that many bytes of the original each
+        (`raw_bytes` / `key_bytes` give the full sizes, `raw_truncated` / `key_truncated`
+        say a cut was made), so a dead letter always fits the broker's record limit; the
+        whole record stays in its input topic at `topic`/`partition`/`offset`.
+        """
+        raw_text, raw_encoding, raw_cut = _text_or_base64(self.raw, max_bytes)
         record: dict[str, Any] = {
             "reason": self.reason.value,
             "message": self.message,
@@ -62,16 +68,32 @@ class DeadLetter:
             "raw_encoding": raw_encoding,
             "received_at": self.received_at,
         }
+        if raw_cut:
+            record["raw_bytes"], record["raw_truncated"] = len(self.raw), True
         if self.origin.key is not None:
-            record["key"], record["key_encoding"] = _text_or_base64(self.origin.key)
+            key_text, key_encoding, key_cut = _text_or_base64(self.origin.key, max_bytes)
+            record["key"], record["key_encoding"] = key_text, key_encoding
+            if key_cut:
+                record["key_bytes"], record["key_truncated"] = len(self.origin.key), True
         return orjson.dumps(record)
 
+    def record_key(self, max_bytes: int) -> bytes | None:
+        """The DLQ record's Kafka key: the input's key, its first `max_bytes` at most."""
+        key = self.origin.key
+        return key if key is None or len(key) <= max_bytes else key[:max_bytes]
 
-def _text_or_base64(data: bytes) -> tuple[str, str]:
+
+def _text_or_base64(data: bytes, max_bytes: int | None = None) -> tuple[str, str, bool]:
+    """(text, encoding, cut): `data` as UTF-8 text when it is, else base64; with `max_bytes`,
+    only its first `max_bytes` bytes (text cut at a character boundary)."""
+    cut = max_bytes is not None and len(data) > max_bytes
+    head = data[:max_bytes] if cut else data
     try:
-        return data.decode("utf-8"), "utf-8"
+        data.decode("utf-8")
     except UnicodeDecodeError:
-        return base64.b64encode(data).decode("ascii"), "base64"
+        return base64.b64encode(head).decode("ascii"), "base64", cut
+    # valid UTF-8 whole: a cut can split only its last character, which "ignore" drops
+    return head.decode("utf-8", "ignore"), "utf-8", cut
 
 
 class _Invalid(Exception):

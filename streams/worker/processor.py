@@ -575,9 +575,13 @@ class BatchProcessor:
     ) -> None:
         sink = self._sink
         dlq = self._settings.kafka.topic_dlq
+        cap = self._settings.worker.dead_letter_max_bytes
         for letter in dead:
             sink.produce(
-                dlq, letter.origin.key, letter.to_wire(), [("reason", letter.reason.value.encode())]
+                dlq,
+                letter.record_key(cap),
+                letter.to_wire(cap),
+                [("reason", letter.reason.value.encode())],
             )
             report.dead_letters[letter.reason.value] += 1
         sent: dict[str, list[str]] = {}
@@ -637,10 +641,11 @@ class BatchProcessor:
                 Origin(record.topic, None, None, record.key),
                 self._clock(),
             )
+            cap = self._settings.worker.dead_letter_max_bytes
             self._sink.produce(
                 dlq,
-                record.key,
-                letter.to_wire(),
+                letter.record_key(cap),
+                letter.to_wire(cap),
                 [("reason", Reason.OUTPUT_REFUSED.value.encode())],
             )
             report.outputs_refused[kind] += 1

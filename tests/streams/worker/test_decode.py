@@ -257,3 +257,25 @@ def test_decoder_never_raises_on_any_json_object(obj: dict[str, object]) -> None
 
 def test_events_are_not_rejected_for_being_a_day_old() -> None:
     assert isinstance(decode(with_fields(ts=NOW_MS - MS_PER_DAY)), Event)
+
+
+def test_a_dead_letter_cuts_long_text_at_a_character_boundary_and_says_so() -> None:
+    raw = ("é" * 100).encode()  # two bytes each: a cut at 51 bytes splits one
+    letter = DeadLetter(Reason.OVERSIZE, "too big", raw, Origin("t", 0, 1, b"k"), NOW_MS)
+    wire = orjson.loads(letter.to_wire(51))
+    assert (wire["raw"], wire["raw_encoding"]) == ("é" * 25, "utf-8")
+    assert (wire["raw_bytes"], wire["raw_truncated"]) == (200, True)
+    assert wire["key"] == "k"
+    assert "key_truncated" not in wire
+    assert "raw_truncated" not in orjson.loads(letter.to_wire(200))  # exactly at the cap
+
+
+def test_a_dead_letter_cuts_binary_before_base64_and_caps_its_record_key() -> None:
+    raw, key = bytes(range(256)) * 4, b"\xff" * 300
+    letter = DeadLetter(Reason.NOT_UTF8, "binary", raw, Origin("t", 0, 1, key), NOW_MS)
+    wire = orjson.loads(letter.to_wire(256))
+    assert (wire["raw_encoding"], base64.b64decode(wire["raw"])) == ("base64", raw[:256])
+    assert (wire["key_encoding"], base64.b64decode(wire["key"])) == ("base64", key[:256])
+    assert (wire["raw_bytes"], wire["key_bytes"]) == (1024, 300)
+    assert letter.record_key(256) == key[:256]
+    assert letter.record_key(300) == key

@@ -502,6 +502,50 @@ def test_a_member_whose_state_does_not_decode_is_dead_lettered_and_the_rest_proc
     assert {o["member_id"] for o in outputs} >= set(members) - {poisoned}
 
 
+_MEGABYTE = 1_000_000  # librdkafka's default message.max.bytes, the DLQ producer's limit
+
+
+def test_megabyte_inputs_are_dead_lettered_with_their_head_and_the_batch_moves_on(
+    isolated: Settings, served_registry: Path
+) -> None:
+    # What a broker with Kafka's default 1 MiB record limit can deliver: a 1 MB member id,
+    # and a 1 MB key of control characters (JSON writes each as six bytes). Carried whole,
+    # either dead letter is over the DLQ producer's limit, is refused, and the batch is
+    # retried for ever: the partition would never move again.
+    events = _events(members=8, days=20, seed=21)
+    maker = _Records(isolated)
+    received = events[-1].ts + 1
+    records = maker.make(events, received)
+    huge_id = "M" * _MEGABYTE
+    wire = events[0].to_wire() | {"member_id": huge_id}
+    records.insert(3, maker.raw(isolated.kafka.topic_clicks, huge_id, orjson.dumps(wire), received))
+    control_key = b"\x01" * _MEGABYTE
+    small = encode_event(events[1]._replace(event_id="keyed-badly"))
+    records.insert(7, InRecord(isolated.kafka.topic_clicks, 0, 10**6, control_key, small, received))
+    report = _processor(isolated, served_registry).process(records)
+    assert report.dead_letters == Counter({"oversize": 1, "key_mismatch": 1})
+    assert report.applied == len(events)
+    letters = list(read_from_start(isolated.kafka, [isolated.kafka.topic_dlq]))
+    assert len(letters) == 2
+    cap = isolated.worker.dead_letter_max_bytes
+    by_reason: dict[str, dict[str, object]] = {}
+    for message in letters:
+        assert len(message.value()) + len(message.key() or b"") < _MEGABYTE
+        letter = orjson.loads(message.value())
+        validate_record(letter, "dlq")
+        by_reason[letter["reason"]] = letter
+    oversize = by_reason["oversize"]
+    assert oversize["raw_truncated"] is True
+    assert oversize["raw_bytes"] == len(orjson.dumps(wire))
+    assert orjson.dumps(wire).decode().startswith(oversize["raw"])
+    assert len(oversize["raw"].encode()) == cap
+    assert (oversize["key_bytes"], oversize["key"]) == (_MEGABYTE, "M" * cap)
+    mismatch = by_reason["key_mismatch"]
+    assert "raw_truncated" not in mismatch  # a small payload is carried whole
+    assert orjson.loads(mismatch["raw"])["event_id"] == "keyed-badly"
+    assert (mismatch["key_bytes"], mismatch["key"]) == (_MEGABYTE, "\x01" * cap)
+
+
 class _PoisonedScorer:
     """A real scorer that fails on the rows holding one item: raises, or answers NaN churn
     or NaN recommendation scores (what a numerically broken model or a faulty kernel does
