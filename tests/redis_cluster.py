@@ -19,15 +19,18 @@ BUS_OFFSET = 10_000  # redis cluster's bus port is the client port + 10000
 
 
 @contextmanager
-def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Iterator[list[int]]:
-    """Start `nodes` cluster-enabled redis-servers, split the slots, join them; yield ports."""
+def redis_cluster(
+    workdir: Path, nodes: int = 3, timeout: float = 30.0, extra: tuple[str, ...] = ()
+) -> Iterator[list[int]]:
+    """Start `nodes` cluster-enabled redis-servers (each given the `extra` arguments),
+    split the slots, join them; yield ports."""
     binary = stack.find_redis_server(Settings(home=workdir))
     records: list[stack.ProcessRecord] = []
     try:
         for index in range(nodes):
             folder = workdir / f"node{index}"
             folder.mkdir(parents=True)
-            records.append(_start_node(binary, folder, index, timeout))
+            records.append(_start_node(binary, folder, index, timeout, extra))
         clients = [redis.Redis(port=r.port, socket_timeout=5) for r in records]
         share = SLOTS // nodes
         for index, client in enumerate(clients):
@@ -45,7 +48,9 @@ def redis_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> Itera
 PORT_ATTEMPTS = 5  # a free port can be taken between the check and the bind: try another
 
 
-def _start_node(binary: Path, folder: Path, index: int, timeout: float) -> stack.ProcessRecord:
+def _start_node(
+    binary: Path, folder: Path, index: int, timeout: float, extra: tuple[str, ...]
+) -> stack.ProcessRecord:
     """One cluster-enabled redis-server that answers on its port as itself (its INFO
     process id is the one spawned): a port lost to another process between the check
     and the bind makes the server exit, and another port is tried."""
@@ -54,7 +59,7 @@ def _start_node(binary: Path, folder: Path, index: int, timeout: float) -> stack
         command = [
             str(binary), "--port", str(port), "--bind", stack.LOOPBACK,
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--dir", str(folder), "--save", "", "--appendonly", "no",
+            "--dir", str(folder), "--save", "", "--appendonly", "no", *extra,
         ]  # fmt: skip
         log = folder / f"redis-{attempt}.log"
         record = stack.spawn(f"redis-{index}", command, port, log)

@@ -595,6 +595,9 @@ _INFRASTRUCTURE_ERRORS: Final = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
+    # the cluster client's own give-up, e.g. "TTL exhausted." after its TRYAGAIN, ASK and
+    # MOVED retries during a resharding: the cluster, not the member, is in trouble
+    redis.exceptions.ClusterError,
 )
 
 

@@ -209,15 +209,16 @@ class SteadyLoad:
 
 
 def fault_settings(
-    settings: Settings, registry: Path, redis: OwnRedis, **extra: object
+    settings: Settings, registry: Path, redis: OwnRedis | str, **extra: object
 ) -> Settings:
-    """The worker's settings: the test's registry, group, Redis and quick retries."""
+    """The worker's settings: the test's registry, group, Redis (a handle or a URL) and
+    quick retries."""
     fields: dict[str, object] = {
         "model_registry": registry,
         "worker_group_id": f"g-{settings.redis.key_prefix}",
         "worker_log_level": "info",
         "worker_web_port": 0,
-        "redis_url": SecretStr(redis.url()),
+        "redis_url": SecretStr(redis if isinstance(redis, str) else redis.url()),
         "worker_retry_backoff_max_s": 2.0,
     }
     return settings.model_copy(update=fields | extra)

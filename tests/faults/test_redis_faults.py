@@ -1,4 +1,5 @@
-"""Redis failing under a running worker: paused, restarted, refusing writes (issue #25).
+"""Redis failing under a running worker: paused, restarted, killed, refusing writes, and a
+Redis Cluster answering CLUSTERDOWN (issue #25).
 
 Each fault is injected into a real redis-server of the test's own while a steady load
 flows through a real worker process. The worker must stall (never dead-letter, never
@@ -17,6 +18,7 @@ import redis
 
 from memberpulse.streams.local.worker_process import WorkerProcess
 from memberpulse.streams.settings import Settings
+from memberpulse.streams.state import keys
 from tests.faults.harness import (
     OwnRedis,
     SteadyLoad,
@@ -28,6 +30,7 @@ from tests.faults.harness import (
     timed,
 )
 from tests.helpers import wait_until
+from tests.redis_cluster import redis_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 
@@ -144,3 +147,91 @@ def test_redis_refusing_writes_stalls_the_worker_and_dead_letters_nothing(
         settings, tmp_path / "worker.log", run(inject), run(heal), "refused the batch"
     )
     print(f"redis refusing writes ({refusal}) {_HOLD_S} s: ready {recovery:.1f} s after")
+
+
+_CLUSTER_NODE_TIMEOUT_MS = "1000"  # how long a node that lost a slot waits to rejoin
+_SLOT = 0  # one of the first node's slots
+
+
+def _node_ids(ports: list[int]) -> dict[int, str]:
+    return {p: redis.Redis(port=p).execute_command("CLUSTER MYID").decode() for p in ports}
+
+
+def _owner(ports: list[int], slot: int) -> int:
+    for first, last, (_host, port, *_rest), *_replicas in redis.Redis(
+        port=ports[0]
+    ).execute_command("CLUSTER SLOTS"):
+        if first <= slot <= last:
+            return int(port)
+    raise AssertionError(f"slot {slot} has no owner")
+
+
+def _cluster_faults(
+    fault: str, ports: list[int], settings: Settings
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(inject, heal) of a real cluster fault.
+
+    CLUSTERDOWN: a master that serves a slot no more (as when a master fails with no
+    replica to take over) sees the cluster down and answers CLUSTERDOWN for every slot it
+    holds. TRYAGAIN: one member's slot is being migrated (resharding): a multi-key call on
+    its keys, one of which the source does not hold (the decision key of old layouts), is
+    redirected to the target (ASK), which holds none of them yet and answers TRYAGAIN until
+    the migration ends; the cluster client gives up with "TTL exhausted".
+    """
+    node = redis.Redis(port=ports[0], socket_timeout=5)
+    if fault == "CLUSTERDOWN":
+
+        def down() -> None:
+            node.execute_command("CLUSTER DELSLOTS", _SLOT)
+            wait_until(
+                lambda: node.cluster("INFO")["cluster_state"] == "fail",
+                timeout=30,
+                interval=0.05,
+                what="cluster down",
+            )
+
+        return down, lambda: node.execute_command("CLUSTER ADDSLOTS", _SLOT)
+    member = member_events(members=40, seed=31)[0].member_id
+    state_key, old_decision_key, _outbox = keys.member_keys(settings.redis.key_prefix, member)
+    slot = int(node.execute_command("CLUSTER KEYSLOT", state_key))
+    source = _owner(ports, slot)
+    target = next(p for p in ports if p != source)
+    ids = _node_ids(ports)
+    src, dst = redis.Redis(port=source), redis.Redis(port=target)
+
+    def migrate() -> None:
+        wait_until(lambda: src.exists(state_key), timeout=30, interval=0.05, what="member state")
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])
+        # as the cluster itself answers: the source redirects (a key is missing there),
+        # the target holds only some of the keys and says TRYAGAIN
+        with pytest.raises(redis.exceptions.AskError):
+            src.execute_command("EXISTS", state_key, old_decision_key)
+        asking = redis.Redis(port=target, single_connection_client=True)
+        asking.execute_command("ASKING")
+        with pytest.raises(redis.exceptions.TryAgainError):
+            asking.execute_command("EXISTS", state_key, old_decision_key)
+        asking.close()
+
+    def cancel() -> None:
+        for client in (src, dst):
+            client.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+
+    return migrate, cancel
+
+
+@pytest.mark.parametrize(
+    ("fault", "logged"), [("CLUSTERDOWN", "The cluster is down"), ("TRYAGAIN", "TTL exhausted")]
+)
+def test_a_redis_cluster_answering_an_error_reply_stalls_the_worker_and_dead_letters_nothing(
+    isolated: Settings, registry: Path, tmp_path: Path, fault: str, logged: str
+) -> None:
+    extra = ("--cluster-node-timeout", _CLUSTER_NODE_TIMEOUT_MS)
+    with redis_cluster(tmp_path / "cluster", extra=extra) as ports:
+        url = f"redis://127.0.0.1:{ports[0]}/0"
+        settings = fault_settings(isolated, registry, url, redis_cluster=True, **_QUICK_REDIS)
+        inject, heal = _cluster_faults(fault, ports, settings)
+        log = tmp_path / "worker.log"
+        recovery = _run_with_fault(settings, log, inject, heal, "refused the batch")
+        assert logged in log.read_text()  # the reply the worker met
+    print(f"redis cluster {fault} {_HOLD_S} s: ready {recovery:.1f} s after it ended")

@@ -20,6 +20,7 @@ _SCRIPT = "Error running script (call to f_1): @user_script:1: @user_script: 1: 
         redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
         redis.exceptions.ResponseError("CLUSTERDOWN The cluster is down"),
         redis.exceptions.ResponseError("Redis is busy running a script", status_code="BUSY"),
+        redis.exceptions.ClusterError("TTL exhausted."),  # the cluster client gave up
     ],
 )
 def test_a_server_that_cannot_serve_now_is_an_infrastructure_fault(error: Exception) -> None:
