@@ -312,8 +312,10 @@ def fixed_load(
     log: Path,
     workers: int = 1,
     sample_rss: bool = False,
+    timed: Callable[[Event], bool] | None = None,
 ) -> Latency:
-    """Produce at `rate` events/s for `seconds` (events re-stamped with the wall clock)."""
+    """Produce at `rate` events/s for `seconds` (events re-stamped with the wall clock);
+    with `timed`, only the outputs of the events it accepts are timed."""
     running = _start(settings, workers, log)
     sent_at: dict[str, float] = {}
     reader = _OutputClock(settings, sent_at)
@@ -334,7 +336,7 @@ def fixed_load(
             base = events[i]
             now = time.time()
             event = base._replace(event_id=f"L{i}-{base.event_id}", ts=int(now * MS_PER_SECOND))
-            if now >= warm_until:
+            if now >= warm_until and (timed is None or timed(base)):
                 sent_at[event.event_id] = now
             producer.produce(
                 settings.kafka.topic_for_type(event.type),

@@ -1,5 +1,5 @@
 """`memberpulse bench …`: the benchmarks behind BENCHMARKS.md (decode, features, state,
-startup, e2e; `bench model` is registered by the export commands)."""
+startup, e2e, fuzz, bounds; `bench model` is registered by the export commands)."""
 
 from __future__ import annotations
 
@@ -201,6 +201,64 @@ def bench_e2e(
     reporter = Reporter()
     for line in summary_lines(report):
         reporter.line(line)
+
+
+@bench_app.command("bounds")
+def bench_bounds(
+    ctx: typer.Context,
+    members: Annotated[int, typer.Option(min=1, help="Distinct members applied.")] = 1_000_000,
+    flood_events: Annotated[
+        int, typer.Option(min=1, help="Events of the one flooding member.")
+    ] = 1_000_000,
+    rate: Annotated[
+        float, typer.Option(min=10, help="Ordinary members' offered load, events/s.")
+    ] = 300.0,
+    latency_seconds: Annotated[float, typer.Option(min=5, help="Seconds a load phase.")] = 30.0,
+    out: Annotated[
+        Path | None, typer.Option(help="Where logs go (default: under the home).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Resource bounds: Redis memory and TTLs over many members, one member flooding, and
+    the other members' latency while one floods. Runs on a private, fresh local stack;
+    serves the registry's current model, or the default one.
+    """
+    from memberpulse.streams.bench.bounds import bench_bounds as run
+    from memberpulse.streams.local import launcher
+    from memberpulse.streams.local.default_model import model_ready
+
+    state = context.state(ctx)
+    base = state.base_settings()
+    notes = Reporter(interactive=False, to_stderr=as_json)
+    model_ready(notes, base)
+    target = out or base.home / "bench" / time.strftime("bounds-%Y%m%d-%H%M%S")
+    private = base.model_copy(
+        update={
+            "home": target / "stack-home",
+            "model_registry": base.registry_root,
+            "stack_kafka_port": 0,
+            "stack_redis_port": 0,
+        }
+    )
+    info = launcher.up(private)
+    try:
+        settings = info.apply_to(private)
+        report = run(settings, members, flood_events, rate, latency_seconds, target, notes.line)
+    finally:
+        launcher.down(private)
+    if as_json:
+        context.print_json(report)
+        return
+    many, flood = report["many_members"], report["one_member_flood"]
+    out_ = Reporter()
+    out_.line(f"{many['members']:,} members: {many['bytes_per_member']:,.0f} bytes each, "
+              f"{many['member_keys_without_ttl']} of {many['member_keys']:,} member keys "
+              f"without a TTL ({many['ttl_days']} days)")  # fmt: skip
+    out_.line(f"one member, {flood['events']:,} events: state key "
+              f"{flood['state_key_bytes_by_events'][-1]['state_key_bytes']:,} bytes, "
+              f"{flood['ms_per_batch']:.1f} ms a batch")  # fmt: skip
+    for phase, row in report["flood_latency"].items():
+        out_.line(f"{phase}: others' p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms")
 
 
 @bench_app.command("fuzz")
