@@ -171,6 +171,9 @@ class BatchProcessor:
         self._batches = 0  # batches with input, attempts included (the failpoints count them)
         self._with_input = False  # the batch being processed has input (not an idle pass)
         self._isolating = False  # processing parts of a batch that failed (no idle checks)
+        # isolating: each part's counts, published once the whole batch went through (a
+        # transient failure of a later part retries the batch, and the parts before it with it)
+        self._deferred: list[tuple[BatchReport, list[SourcedEvent]]] = []
         # (topic, partition) → the highest offset of a batch that returned: records at or
         # below it come again only by redelivery (each topic partition arrives in offset
         # order), and their dead letters were confirmed by the broker already.
@@ -244,6 +247,7 @@ class BatchProcessor:
         failed: dict[str, Exception] = {}
         report = BatchReport()
         self._isolating = True
+        self._deferred = []
         try:
             pending: list[tuple[list[str | None], Exception]] = [(list(groups), failure)]
             while pending:
@@ -281,6 +285,9 @@ class BatchProcessor:
                 report.add(self._process(letters, (), 0.0))
         finally:
             self._isolating = False
+            deferred, self._deferred = self._deferred, []
+        for part_report, part_events in deferred:
+            self._count(part_report, part_events)
         _advance(self._processed, (item.record for item in items))
         for member, error in failed.items():
             log.error(
@@ -680,6 +687,9 @@ class BatchProcessor:
         )
 
     def _count(self, report: BatchReport, events: Sequence[SourcedEvent]) -> None:
+        if self._isolating:
+            self._deferred.append((report, list(events)))
+            return
         if report.records:  # an idle-check pass without input is no micro-batch
             metrics.BATCHES.inc()
             metrics.BATCH_SIZE.observe(report.records)

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+import redis
+from prometheus_client import REGISTRY
 
 from memberpulse.models import explain
 from memberpulse.models.contract import Event, encode_event
-from memberpulse.models.errors import OutputsNotConfirmed, PoisonLimit
+from memberpulse.models.errors import OutputsNotConfirmed, PoisonLimit, StateUnavailable
 from memberpulse.models.features import FeatureBatch, FeatureSpec, _encoder
 from memberpulse.models.snapshot import day_of
 from memberpulse.models.timeutil import MS_PER_DAY
@@ -33,12 +35,13 @@ from memberpulse.streams.serving.registry import ModelHolder, Registry, check
 from memberpulse.streams.serving.scorer import Scorer, Scores
 from memberpulse.streams.settings import Settings
 from memberpulse.streams.simulate import SimConfig, Simulator
+from memberpulse.streams.state.client import make_redis
 from memberpulse.streams.state.store import RedisState, keys
 from memberpulse.streams.worker.kafka import read_from_start
 from memberpulse.streams.worker.processor import BatchProcessor
 from memberpulse.streams.worker.records import InRecord, Refused
 from memberpulse.streams.worker.sink import KafkaSink
-from tests.helpers import validate_record
+from tests.helpers import validate_record, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -621,6 +624,83 @@ def test_a_member_the_scorer_fails_on_is_dead_lettered_and_the_rest_processed(
     assert {o["member_id"] for o in outputs} >= set(members) - {poisoned}
     for output in outputs:  # no NaN reached a consumer
         assert all(math.isfinite(v) for v in output.values() if isinstance(v, float))
+
+
+_PAUSE_MS = 2_000  # CLIENT PAUSE: past the processor's 2 × 0.3 s Redis attempts
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+def test_a_poison_batch_retried_after_a_redis_stall_counts_each_event_once(
+    isolated: Settings, served_registry: Path
+) -> None:
+    # The batch is split to find the member the scorer fails on; after the first half went
+    # through, Redis stops answering (CLIENT PAUSE, for real), the next half's apply fails
+    # transiently and the whole batch is retried. The first half's counts must not be
+    # published twice (they were before: applied, outputs, DLQ counted on both attempts).
+    settings = isolated.model_copy(
+        update={"redis_timeout_s": 0.3, "redis_retry_attempts": 2, "redis_retry_backoff_s": 0.05}
+    )
+    events = _events(members=12, days=30, seed=13)
+    members = sorted({e.member_id for e in events})
+    poisoned = members[9]  # in the second half: the first one is processed before the stall
+    registry = Registry(served_registry)
+    _path, spec, _card = check(registry, str(registry.current()))
+    marker, other = spec.items[0], spec.items[1]
+
+    def relabel(e: Event) -> Event:
+        if e.member_id == poisoned:
+            return e._replace(item_id=marker)
+        return e._replace(item_id=other) if e.item_id == marker else e
+
+    events = [relabel(e) for e in events]
+    token = _encoder(spec).item_id(marker)
+    admin = make_redis(settings.redis)
+    paused: list[bool] = []
+
+    class _StallingScorer(_PoisonedScorer):
+        def score(self, batch: FeatureBatch, exclude: object = None) -> Scores:
+            if (batch.items == token).any() and self.poisoned_calls == 1 and not paused:
+                admin.execute_command("CLIENT PAUSE", _PAUSE_MS, "ALL")  # the second half
+                paused.append(True)
+            return super().score(batch, exclude)
+
+    def make(path: Path, model_spec: FeatureSpec) -> Scorer:
+        return _StallingScorer(Scorer(path, model_spec), token, "raise")  # type: ignore[return-value]
+
+    policy = Policy.from_settings(settings.decisions, load_rules(settings.decisions.coupon_rules))
+    processor = BatchProcessor(
+        settings,
+        RedisState(settings),
+        ModelHolder(Registry(served_registry), make_scorer=make),
+        KafkaSink(settings.kafka),
+        policy,
+    )
+    records = _Records(settings).make(events, events[-1].ts + 1)
+    names = ("memberpulse_events_applied_total", "memberpulse_duplicates_total")
+    before = {n: _sample(n) for n in names}
+    dlq_before = _sample("memberpulse_dlq_total", reason="processing_failed")
+    with pytest.raises(StateUnavailable):
+        processor.process(records)
+    assert paused  # the stall came while the batch was being split
+
+    def answering() -> bool:
+        try:
+            return bool(admin.ping())
+        except redis.RedisError:
+            return False
+
+    wait_until(answering, timeout=30, interval=0.1, what="redis answering again")
+    report = processor.process(records)  # the retry
+    mine = sum(e.member_id == poisoned for e in events)
+    assert report.applied == len(events) - mine
+    assert _sample(names[0]) - before[names[0]] == len(events) - mine
+    assert _sample(names[1]) - before[names[1]] == 0
+    dlq = _sample("memberpulse_dlq_total", reason="processing_failed") - dlq_before
+    assert dlq == mine
+    assert len(_dead_letters(settings)) == mine
 
 
 def test_more_members_failing_than_a_data_fault_explains_stops_the_batch(
