@@ -41,6 +41,7 @@ _BAD = 5
 # for 20 s against the default 5 attempts of 5 s).
 _QUICK_REDIS = {"redis_timeout_s": 0.5, "redis_retry_attempts": 2, "redis_retry_backoff_s": 0.05}
 _HOLD_S = 4.0
+_DOWN_S = 30.0  # Redis stopped for as long as the issue asks: the load queues up meanwhile
 _UNUSED_PORT = 1  # a master nobody serves: the replica never syncs, keeps its data
 
 
@@ -55,9 +56,10 @@ def _run_with_fault(
     inject: Callable[[], None],
     heal: Callable[[], None],
     failure: str,
+    hold_s: float = _HOLD_S,
 ) -> float:
     """Steady load; inject the fault; wait for the worker to report `failure` (a substring
-    of its /ready `failing`); hold it `_HOLD_S`; heal; the seconds to ready again."""
+    of its /ready `failing`); hold it `hold_s`; heal; the seconds to ready again."""
     events = member_events(members=40, seed=31)
     with running_worker(settings, log) as worker:
         load = SteadyLoad(settings, events, _RATE, bad=_BAD).start()
@@ -66,7 +68,7 @@ def _run_with_fault(
         try:
             stalled = timed(lambda: failure in _failing(worker), f"not ready: {failure}")
             applied = worker.metrics().total("memberpulse_events_applied_total")
-            time.sleep(max(0.0, _HOLD_S - stalled))  # the fault's duration, not a sync
+            time.sleep(max(0.0, hold_s - stalled))  # the fault's duration, not a sync
             assert worker.alive()
             assert worker.metrics().total("memberpulse_dlq_total") <= _BAD  # nothing blamed
         finally:
@@ -98,9 +100,14 @@ def test_redis_restarted_under_load_keeps_its_state_and_loses_nothing(
 ) -> None:
     settings = fault_settings(isolated, registry, own_redis, **_QUICK_REDIS)
     recovery = _run_with_fault(
-        settings, tmp_path / "worker.log", own_redis.stop, own_redis.start_again, "did not answer"
+        settings,
+        tmp_path / "worker.log",
+        own_redis.stop,
+        own_redis.start_again,
+        "did not answer",
+        _DOWN_S,
     )
-    print(f"redis stopped (SIGTERM) {_HOLD_S} s and started again: ready {recovery:.1f} s later")
+    print(f"redis stopped (SIGTERM) {_DOWN_S} s and started again: ready {recovery:.1f} s later")
 
 
 def test_redis_killed_under_load_loses_no_acknowledged_write(
