@@ -92,7 +92,9 @@ def test_two_workers_sharing_partitions_never_spend_past_the_daily_budget(
     assert spent, "no coupon was sent"
     assert all(cents <= limit for cents in spent.values()), spent  # never overspent
     assert max(spent.values()) == limit  # demand exceeded the budget: it bound
-    assert refused > 0  # and coupons were refused at reservation for it
+    # Coupons refused at reservation (both workers read room, one reserved it first) come
+    # only from a race between the two: some runs have none, so they are not required;
+    # when there are, conservation below matches each to an unsent coupon episode.
     print(
         f"days {len(spent)}, bound on {sum(v == limit for v in spent.values())}; "
         f"outputs {check_conservation(settings, events, 0, refused)}"
